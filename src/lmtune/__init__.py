@@ -1,0 +1,21 @@
+"""lmtune: fine-tune pretrained language models on your own data, evaluate them, use them."""
+
+from lmtune.config import Config, load_config
+from lmtune.errors import ConfigError, DataError, LmtuneError, ModelError
+from lmtune.inference import Classifier, load, merge_adapter
+from lmtune.train.loop import TrainResult, train
+
+__all__ = [
+    "Classifier",
+    "Config",
+    "ConfigError",
+    "DataError",
+    "LmtuneError",
+    "ModelError",
+    "TrainResult",
+    "load",
+    "load_config",
+    "merge_adapter",
+    "train",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,191 @@
+"""The `lmtune` command: train, eval, predict, merge, demo. Thin: it parses, calls the library, prints."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from lmtune.errors import LmtuneError
+
+
+def _train(args: argparse.Namespace) -> int:
+    from lmtune.config import load_config
+    from lmtune.train.loop import train
+
+    cfg = load_config(args.config, args.overrides)
+    result = train(cfg, progress=not args.quiet)
+    shown = {k: v for k, v in result.metrics.items() if not isinstance(v, (dict, list))}
+    print(json.dumps(shown, indent=2))
+    print(f"run folder: {result.output_dir}")
+    return 0
+
+
+def _read_inputs(path: str, clf: Any, need_labels: bool) -> tuple[list[str], list[str] | None, list[Any] | None]:
+    from lmtune.config import DataConfig
+    from lmtune.data.classification import _texts, read_examples
+    from lmtune.data.readers import read_table
+
+    meta = clf.meta
+    if need_labels:
+        cfg = DataConfig(
+            train=path, text_column=meta["text_column"], text_pair_column=meta["text_pair_column"],
+            label_column=meta["label_column"],
+        )
+        examples = read_examples(path, cfg, meta["label_type"], None)
+        from lmtune.data.classification import check_known_labels, check_label_values
+
+        check_label_values(examples, clf.labels.label_type)
+        check_known_labels(examples, clf.labels)
+        return examples.texts, examples.pairs, examples.labels
+    table = read_table(path)
+    texts = _texts(table, meta["text_column"], "the model's text column")
+    pairs = _texts(table, meta["text_pair_column"], "the model's text pair column") if meta["text_pair_column"] else None
+    return texts, pairs, None
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from lmtune.eval.evaluate import predict_scores, score
+    from lmtune.inference import load
+
+    clf = load(args.model)
+    texts, pairs, raw_labels = _read_inputs(args.data, clf, need_labels=True)
+    targets = [clf.labels.encode(v) for v in raw_labels]
+    loader = clf.loader(texts, pairs, targets, args.batch_size)
+    scores, refs, _ = predict_scores(clf.model, loader, clf.labels.label_type)
+    metrics = score(scores, refs, clf.labels, clf.meta.get("threshold", 0.5))
+    print(json.dumps(metrics, indent=2))
+    if args.output:
+        from lmtune.models.saving import write_json
+
+        write_json(Path(args.output), metrics)
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from lmtune.inference import load
+
+    if bool(args.text) == bool(args.input):
+        raise LmtuneError("predict needs either --text \"...\" (repeatable) or --input FILE --output FILE")
+    if args.input and not args.output:
+        raise LmtuneError("predict --input FILE also needs --output FILE (.jsonl, .json or .csv)")
+    clf = load(args.model)
+    if args.text:
+        for text, pred in zip(args.text, clf.predict(args.text, batch_size=args.batch_size)):
+            print(json.dumps({"text": text, **pred}, ensure_ascii=False))
+        return 0
+    texts, pairs, _ = _read_inputs(args.input, clf, need_labels=False)
+    preds = clf.predict(texts, pairs, batch_size=args.batch_size)
+    _write_predictions(Path(args.output), texts, preds)
+    print(f"wrote {len(preds)} predictions to {args.output}")
+    return 0
+
+
+def _write_predictions(path: Path, texts: list[str], preds: list[dict[str, Any]]) -> None:
+    rows = [{"text": t, **p} for t, p in zip(texts, preds)]
+    suffix = path.suffix.lower()
+    if suffix not in (".jsonl", ".json", ".csv"):
+        raise LmtuneError(f"--output {path}: use a .jsonl, .json or .csv file name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", encoding="utf-8", newline="") as f:
+        if suffix == ".jsonl":
+            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        elif suffix == ".json":
+            json.dump(rows, f, ensure_ascii=False, indent=2)
+        else:
+            flat = [{k: (json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else v) for k, v in r.items()} for r in rows]
+            writer = csv.DictWriter(f, fieldnames=list(flat[0]) if flat else ["text"])
+            writer.writeheader()
+            writer.writerows(flat)
+    os.replace(tmp, path)
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from lmtune.inference import merge_adapter
+
+    target = merge_adapter(args.adapter, args.output)
+    print(f"merged model written to {target}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from lmtune.demo import run_demo
+
+    run_demo(args.output_dir, progress=not args.quiet)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lmtune", description="Fine-tune pretrained language models on your own data.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="fine-tune a model as a YAML config says")
+    p.add_argument("config", help="YAML config file")
+    p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.learning_rate=1e-4")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_train)
+
+    p = sub.add_parser("eval", help="score a trained model on a labelled data file")
+    p.add_argument("model", help="run folder or saved model folder")
+    p.add_argument("--data", required=True, help="data file with the model's text and label columns")
+    p.add_argument("--output", help="also write the metrics to this JSON file")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.set_defaults(run=_eval)
+
+    p = sub.add_parser("predict", help="label texts with a trained model")
+    p.add_argument("model", help="run folder or saved model folder")
+    p.add_argument("--text", action="append", help="a text to classify (repeatable)")
+    p.add_argument("--input", help="data file with the model's text column")
+    p.add_argument("--output", help="where to write predictions (.jsonl, .json or .csv)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.set_defaults(run=_predict)
+
+    p = sub.add_parser("merge", help="merge a LoRA adapter into its base model (a plain transformers folder)")
+    p.add_argument("adapter", help="run folder or adapter folder")
+    p.add_argument("output", help="folder to write the merged model to")
+    p.set_defaults(run=_merge)
+
+    p = sub.add_parser("demo", help="fine-tune a real pretrained encoder on the bundled sentiment sample")
+    p.add_argument("--output-dir", default="runs/demo")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=_demo)
+    return parser
+
+
+def _quiet_libraries() -> None:
+    """lmtune reports what matters itself; the libraries' load reports and bars only add noise."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    for noisy in ("accelerate", "datasets", "httpx", "huggingface_hub", "peft"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*fan_in_fan_out.*")
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_libraries()
+    try:
+        return args.run(args)
+    except LmtuneError as err:
+        print(f"lmtune: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lmtune: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

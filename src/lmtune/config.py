@@ -1,0 +1,227 @@
+"""The one typed config. Every default lives here; YAML and `key.sub=value` overrides fill it.
+
+Validation happens once, at the edge (`load_config` / `Config.model_validate`), and an invalid
+key or value raises `ConfigError` naming the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from lmtune.errors import ConfigError
+
+LOWER_IS_BETTER = {"loss", "mse", "rmse", "mae"}
+
+
+class Section(BaseModel):
+    # coerce_numbers_to_str: `model.revision=1234567` or a column named 0 stays a string
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
+
+
+class ModelConfig(Section):
+    name_or_path: str = Field("", description="Local Hugging Face model folder, hub id, or .gguf file.")
+    gguf_file: str | None = Field(None, description="GGUF file name inside name_or_path (a folder).")
+    max_length: int = Field(256, gt=0, description="Longest input in tokens; never more than the model takes.")
+    trust_remote_code: bool = Field(False, description="Run model code shipped with the checkpoint.")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
+
+
+class DataConfig(Section):
+    train: str = Field("", description="Training data: CSV, TSV, JSON, JSONL, Parquet, datasets folder or hub name.")
+    validation: str | None = Field(None, description="Validation data; if unset, split off the training data.")
+    validation_split: float = Field(0.1, gt=0, lt=1, description="Fraction of train held out when validation is unset.")
+    test: str | None = Field(None, description="Test data, evaluated once with the kept model.")
+    text_column: str = "text"
+    text_pair_column: str | None = Field(None, description="Second text (sentence pairs, e.g. NLI).")
+    label_column: str = "label"
+    label_type: Literal["auto", "single", "multi", "regression"] = Field(
+        "auto", description="auto: a list per row is multi-label, non-integer numbers are regression."
+    )
+    label_separator: str = Field(",", description="Splits a multi-label text cell such as 'a,b'.")
+    max_train_examples: int | None = Field(None, gt=0, description="Use only the first N training rows.")
+    max_eval_examples: int | None = Field(None, gt=0, description="Use only the first N validation/test rows.")
+
+
+class MethodConfig(Section):
+    name: Literal["full", "freeze", "lora"] = "full"
+    trainable_layers: int | None = Field(None, ge=0, description="freeze: train the last N transformer blocks.")
+    layers: str | None = Field(None, description="freeze: block indices and ranges to train, e.g. '0-1,10-11'.")
+    modules: list[str] = Field(default_factory=list, description="freeze: regexes of parameter names to train.")
+    train_embeddings: bool = Field(False, description="freeze: also train the embeddings.")
+    lora_rank: int = Field(8, gt=0)
+    lora_alpha: float = Field(16.0, gt=0)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    lora_target_modules: list[str] | None = Field(
+        None, description="lora: module names to adapt; default: every linear layer of the blocks."
+    )
+
+    @model_validator(mode="after")
+    def _freeze_needs_a_choice(self) -> MethodConfig:
+        if self.layers is not None and not re.fullmatch(r"\s*\d+(\s*-\s*\d+)?(\s*,\s*\d+(\s*-\s*\d+)?)*\s*", self.layers):
+            raise ValueError(f"method.layers={self.layers!r} is not a list of indices and ranges such as '0-1,10-11'")
+        return self
+
+
+class TrainConfig(Section):
+    epochs: int = Field(3, gt=0)
+    max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps.")
+    batch_size: int = Field(16, gt=0, description="Examples per micro-batch on each device.")
+    gradient_accumulation_steps: int = Field(1, gt=0)
+    learning_rate: float = Field(5e-5, gt=0)
+    head_learning_rate: float | None = Field(None, gt=0, description="Learning rate of the new head; default: learning_rate.")
+    optimizer: Literal["sgd", "adagrad", "adadelta", "adam", "adamw"] = "adamw"
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0, description="sgd only.")
+    nesterov: bool = Field(False, description="sgd only.")
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_epsilon: float = Field(1e-8, gt=0)
+    scheduler: Literal["constant", "linear", "cosine"] = "linear"
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    warmup_steps: int | None = Field(None, ge=0, description="Overrides warmup_ratio.")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="Gradient clipping; null turns it off.")
+    loss: Literal["auto", "cross_entropy", "mse", "bce"] = Field(
+        "auto", description="auto: cross_entropy (single label), bce (multi-label), mse (regression)."
+    )
+    class_weights: list[float] | Literal["balanced"] | None = Field(None, description="cross_entropy class weights.")
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    seed: int = 42
+    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="bf16/fp16 autocast, for GPUs.")
+    log_every_n_steps: int = Field(10, gt=0)
+
+
+class EvalConfig(Section):
+    every_n_steps: int | None = Field(None, gt=0, description="Also evaluate every N optimizer steps.")
+    metric: str = Field("auto", description="Metric that picks the best model: accuracy, f1_macro, loss, ...")
+    early_stopping_patience: int | None = Field(None, gt=0, description="Stop after N evaluations without gain.")
+    at_start: bool = Field(False, description="Evaluate the untrained model first (a baseline).")
+    batch_size: int | None = Field(None, gt=0, description="Default: 2 x train.batch_size.")
+    threshold: float = Field(0.5, gt=0, lt=1, description="Multi-label decision threshold.")
+
+
+class OutputConfig(Section):
+    dir: str = "runs/run"
+    overwrite: bool = Field(False, description="Replace an existing finished run folder.")
+    save_final: bool = Field(True, description="Write final/ (the last weights) besides best/.")
+    merge_lora: bool = Field(False, description="lora: also write merged/, a plain model with the adapter merged.")
+
+
+class Config(Section):
+    task: Literal["classification"] = "classification"
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    method: MethodConfig = Field(default_factory=MethodConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @model_validator(mode="after")
+    def _required(self) -> Config:
+        if not self.model.name_or_path:
+            raise ValueError("model.name_or_path is required (a model folder, hub id or .gguf file)")
+        if not self.data.train:
+            raise ValueError("data.train is required (a data file, datasets folder or hub name)")
+        return self
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            section = _section_of(e["loc"][:-1])
+            allowed = ", ".join(section.model_fields) if section else ""
+            lines.append(f"unknown key '{key}'" + (f"; allowed here: {allowed}" if allowed else ""))
+        elif e["type"] == "value_error":
+            lines.append(str(e["ctx"]["error"]) if "ctx" in e else e["msg"])
+        else:
+            lines.append(f"key '{key}' has invalid value {e['input']!r}: {e['msg']}")
+    return f"invalid config ({source}):\n  " + "\n  ".join(lines)
+
+
+def _section_of(loc: tuple) -> type[BaseModel] | None:
+    cls: type[BaseModel] = Config
+    for part in loc:
+        field = cls.model_fields.get(str(part))
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return None
+        cls = field.annotation
+    return cls
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """Turn ['train.learning_rate=1e-4', ...] into a nested dict; values are parsed as YAML."""
+    tree: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key.sub=value (e.g. train.epochs=2)")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"override {item!r} has an empty key part")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        if isinstance(value, bool) and raw.strip().lower() not in ("true", "false"):
+            value = raw  # YAML 1.1 reads yes/no/on/off as booleans; on a command line they are words
+        node = tree
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r} conflicts with another override of '{part}'")
+        node[parts[-1]] = value
+    return tree
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def build_config(data: dict[str, Any] | Config, source: str = "config") -> Config:
+    """Validate a plain dict (or pass a Config through), raising ConfigError on any problem."""
+    if isinstance(data, Config):
+        return data
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config file, apply `key.sub=value` overrides, validate."""
+    data: dict[str, Any] = {}
+    source = "command line"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"config file {path} is not UTF-8 text (byte {err.start})") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of keys, not {type(loaded).__name__}")
+        data = loaded
+    if overrides:
+        data = _merge(data, parse_overrides(overrides))
+        source += " + overrides"
+    return build_config(data, source)

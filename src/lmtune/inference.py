@@ -1,0 +1,114 @@
+"""Load a fine-tuned model (a run folder or a saved model folder) and use it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lmtune.config import ModelConfig
+from lmtune.data.batching import EncodedDataset, LengthGroupedBatchSampler, PadCollator, encode_texts
+from lmtune.data.classification import LabelSpace
+from lmtune.errors import ModelError
+from lmtune.eval.evaluate import predict_scores
+from lmtune.models.saving import META_FILE, save_model
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """A run folder resolves to its best/ (else final/) model; a model folder to itself."""
+    p = Path(path)
+    if not p.exists():
+        raise ModelError(f"{p} does not exist; give a run folder or a saved model folder")
+    for candidate in (p, p / "best", p / "final"):
+        if (candidate / META_FILE).is_file():
+            return candidate
+    raise ModelError(f"{p} is neither an lmtune run folder (with best/ or final/) nor a model folder with {META_FILE}")
+
+
+def base_model_config(meta: dict[str, Any]) -> ModelConfig:
+    return ModelConfig(**meta["base_model"])
+
+
+class Classifier:
+    """A fine-tuned classifier: `predict(texts)` gives labels and class probabilities."""
+
+    def __init__(self, model: nn.Module, tokenizer: Any, meta: dict[str, Any], folder: Path):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.meta = meta
+        self.folder = folder
+        self.labels = LabelSpace(meta["label_type"], meta["labels"])
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def loader(self, texts: list[str], pairs: list[str] | None, targets: list[Any] | None, batch_size: int) -> Any:
+        ids, types, _ = encode_texts(self.tokenizer, texts, pairs, self.meta["max_length"])
+        if targets is None:
+            targets = [0.0] * len(ids)
+        dataset = EncodedDataset(ids, targets, types)
+        dtype = torch.long if self.labels.label_type == "single" else torch.float32
+        sampler = LengthGroupedBatchSampler(dataset.lengths, batch_size, seed=0, shuffle=False)
+        device = self.device
+
+        def to_device(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+            return {k: v.to(device) for k, v in PadCollator(self.tokenizer.pad_token_id, dtype)(items).items()}
+
+        return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=to_device)
+
+    def scores(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 32) -> Any:
+        scores, _, _ = predict_scores(self.model, self.loader(texts, pairs, None, batch_size), self.labels.label_type)
+        return scores
+
+    def predict(self, texts: list[str] | str, pairs: list[str] | None = None, batch_size: int = 32) -> list[dict[str, Any]]:
+        """One dict per text: label (or labels / score) and per-class probabilities."""
+        if isinstance(texts, str):
+            texts = [texts]
+        scores = self.scores(list(texts), pairs, batch_size)
+        out = []
+        for row in scores:
+            if self.labels.label_type == "regression":
+                out.append({"score": float(row)})
+                continue
+            probs = {name: float(p) for name, p in zip(self.labels.names, row)}
+            if self.labels.label_type == "single":
+                out.append({"label": self.labels.names[int(row.argmax())], "probabilities": probs})
+            else:
+                threshold = self.meta.get("threshold", 0.5)
+                chosen = [n for n, p in probs.items() if p >= threshold]
+                out.append({"labels": chosen, "probabilities": probs})
+        return out
+
+
+def load(path: str | Path, device: str | None = None) -> Classifier:
+    """Load a run folder (its best model) or a saved model folder for prediction."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    folder = resolve_model_dir(path)
+    meta = json.loads((folder / META_FILE).read_text())
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    if meta.get("adapter"):
+        from peft import PeftModel
+
+        from lmtune.models.loading import load_classifier
+
+        base = load_classifier(base_model_config(meta), tokenizer, meta["labels"], meta["problem_type"])
+        model = PeftModel.from_pretrained(base, folder)
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=True, dtype=torch.float32)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return Classifier(model.to(device), tokenizer, meta, folder)
+
+
+def merge_adapter(path: str | Path, target: str | Path) -> Path:
+    """Fold a LoRA adapter into its base model and save a plain transformers model folder."""
+    clf = load(path, device="cpu")
+    if not clf.meta.get("adapter"):
+        raise ModelError(f"{clf.folder} holds a full model, not a LoRA adapter: there is nothing to merge")
+    merged = clf.model.merge_and_unload()
+    save_model(merged, clf.tokenizer, {**clf.meta, "merged_from": str(clf.folder)}, Path(target))
+    return Path(target)

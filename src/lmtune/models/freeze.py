@@ -1,0 +1,75 @@
+"""Partial fine-tuning: freeze everything, then unfreeze the chosen blocks, modules and the head."""
+
+from __future__ import annotations
+
+import re
+
+from torch import nn
+
+from lmtune.config import MethodConfig
+from lmtune.errors import ConfigError
+from lmtune.models.parts import Parts, find_parts
+
+
+def parse_layer_spec(spec: str, num_blocks: int) -> list[int]:
+    """'0-1,10-11' -> [0, 1, 10, 11], checked against the model's block count."""
+    chosen: set[int] = set()
+    for part in spec.split(","):
+        lo, _, hi = part.strip().partition("-")
+        a, b = int(lo), int(hi) if hi else int(lo)
+        if a > b:
+            raise ConfigError(f"method.layers: range {part.strip()!r} runs backwards")
+        if b >= num_blocks:
+            raise ConfigError(
+                f"method.layers={spec!r} names block {b}, but the model has {num_blocks} blocks (0-{num_blocks - 1})"
+            )
+        chosen.update(range(a, b + 1))
+    return sorted(chosen)
+
+
+def chosen_blocks(cfg: MethodConfig, num_blocks: int) -> list[int]:
+    blocks: set[int] = set()
+    if cfg.trainable_layers is not None:
+        if cfg.trainable_layers > num_blocks:
+            raise ConfigError(
+                f"method.trainable_layers={cfg.trainable_layers}, but the model has only {num_blocks} blocks"
+            )
+        blocks.update(range(num_blocks - cfg.trainable_layers, num_blocks))
+    if cfg.layers:
+        blocks.update(parse_layer_spec(cfg.layers, num_blocks))
+    return sorted(blocks)
+
+
+def apply_freeze(model: nn.Module, cfg: MethodConfig) -> list[str]:
+    """Set requires_grad so only the chosen parts train; returns the names of trainable parameters."""
+    parts: Parts = find_parts(model)
+    if cfg.trainable_layers is None and not cfg.layers and not cfg.modules and not cfg.train_embeddings:
+        raise ConfigError(
+            "method.name=freeze needs a choice of what trains: method.trainable_layers (last N blocks), "
+            "method.layers ('0-1,10-11'), method.modules (name patterns) or method.train_embeddings"
+        )
+    prefixes = [f"{parts.blocks_path}.{i}." for i in chosen_blocks(cfg, parts.num_blocks)]
+    prefixes += [h + "." for h in parts.head]
+    if cfg.train_embeddings:
+        prefixes += [e + "." for e in parts.embeddings]
+    patterns = [re.compile(p) for p in cfg.modules]
+    names = [n for n, _ in model.named_parameters()]
+    for pattern in patterns:
+        if not any(pattern.search(n) for n in names):
+            raise ConfigError(
+                f"method.modules pattern {pattern.pattern!r} matches no parameter; names look like: "
+                f"{', '.join(names[:3])}, ..., {names[-1]}"
+            )
+    trainable = []
+    for name, param in model.named_parameters():
+        train = name.startswith(tuple(prefixes)) or any(p.search(name) for p in patterns)
+        param.requires_grad_(train)
+        if train:
+            trainable.append(name)
+    return trainable
+
+
+def apply_full(model: nn.Module) -> list[str]:
+    for param in model.parameters():
+        param.requires_grad_(True)
+    return [n for n, _ in model.named_parameters()]

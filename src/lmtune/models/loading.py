@@ -1,0 +1,137 @@
+"""Load a tokenizer and a sequence-classification model from a folder, hub id or GGUF file."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lmtune.config import ModelConfig
+from lmtune.errors import ModelError
+
+log = logging.getLogger("lmtune")
+
+
+@dataclass
+class ModelSource:
+    """Where weights come from: a folder or hub id, plus a GGUF file name inside it."""
+
+    path: str
+    gguf_file: str | None = None
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig) -> ModelSource:
+        path, gguf = cfg.name_or_path, cfg.gguf_file
+        if gguf is None and path.lower().endswith(".gguf"):
+            p = Path(path)
+            path, gguf = str(p.parent), p.name
+        if gguf is not None:
+            file = Path(path) / gguf
+            if not file.is_file():
+                raise ModelError(f"GGUF file {file} does not exist")
+        return cls(path, gguf)
+
+    def kwargs(self, cfg: ModelConfig) -> dict[str, Any]:
+        kw: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code}
+        if cfg.revision:
+            kw["revision"] = cfg.revision
+        if self.gguf_file:
+            kw["gguf_file"] = self.gguf_file
+        return kw
+
+
+def _explain(err: Exception, source: ModelSource, what: str) -> ModelError:
+    text = str(err)
+    hint = ""
+    if "trust_remote_code" in text:
+        hint = " This model ships its own code: set model.trust_remote_code: true if you trust it."
+    elif not Path(source.path).exists():
+        hint = " It is not a local folder, and it could not be fetched as a hub id (offline, or no such model)."
+    return ModelError(f"could not load the {what} from {source.path}{' / ' + source.gguf_file if source.gguf_file else ''}: {text.strip().splitlines()[0] if text.strip() else type(err).__name__}.{hint}")
+
+
+def load_tokenizer(cfg: ModelConfig) -> Any:
+    from transformers import AutoTokenizer
+
+    source = ModelSource.from_config(cfg)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source.path, **source.kwargs(cfg))
+    except Exception as err:  # transformers raises OSError, ValueError, KeyError... for a bad source
+        raise _explain(err, source, "tokenizer") from None
+    if tokenizer.pad_token is None:
+        # Decoders (GPT-2, Llama) have no pad token: reuse EOS. Padding is masked out by the
+        # attention mask, and the classifier reads the last non-pad token, so nothing is corrupted.
+        if tokenizer.eos_token is None:
+            raise ModelError(f"the tokenizer of {cfg.name_or_path} has neither a pad nor an EOS token to pad with")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def effective_max_length(cfg: ModelConfig, tokenizer: Any, model_config: Any) -> int:
+    """model.max_length, capped by what the model's position embeddings and tokenizer allow."""
+    limits = [cfg.max_length]
+    positions = getattr(model_config, "max_position_embeddings", None)
+    if isinstance(positions, int) and positions > 0:
+        # RoBERTa-style models offset positions by the pad index, leaving two fewer usable slots.
+        offset = 2 if getattr(model_config, "model_type", "") in ("roberta", "xlm-roberta", "camembert") else 0
+        limits.append(positions - offset)
+    tok_limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tok_limit, int) and 0 < tok_limit < 1_000_000:
+        limits.append(tok_limit)
+    return min(limits)
+
+
+def load_classifier(
+    cfg: ModelConfig, tokenizer: Any, label_names: list[str], problem_type: str, dtype: torch.dtype = torch.float32
+) -> nn.Module:
+    """A sequence-classification model with a fresh head of the right size, in fp32 by default."""
+    from transformers import AutoModelForSequenceClassification, GgufConfig
+
+    source = ModelSource.from_config(cfg)
+    kwargs = source.kwargs(cfg)
+    num_labels = max(len(label_names), 1)
+    id2label = {i: name for i, name in enumerate(label_names)} if label_names else {0: "score"}
+    if source.gguf_file:
+        # Dequantize to a plain model: a model left marked as GGUF-quantized cannot be trained.
+        kwargs["quantization_config"] = GgufConfig(dequantize=True)
+    else:
+        kwargs["use_safetensors"] = _has_safetensors(source.path)
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            source.path,
+            num_labels=num_labels,
+            id2label=id2label,
+            label2id={v: k for k, v in id2label.items()},
+            problem_type=problem_type,
+            ignore_mismatched_sizes=True,
+            dtype=dtype,
+            **kwargs,
+        )
+    except Exception as err:  # many exception types for bad sources; all become one clear message
+        raise _explain(err, source, "model") from None
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def _has_safetensors(path: str) -> bool | None:
+    """True for a local folder with safetensors; a local folder without them is refused (no pickles)."""
+    p = Path(path)
+    if not p.is_dir():
+        return True  # hub id: ask for safetensors only
+    if any(name.endswith(".safetensors") for name in os.listdir(p)):
+        return True
+    raise ModelError(
+        f"{p} holds no .safetensors weights; lmtune loads safetensors only (pickled .bin files can run code). "
+        f"Convert the checkpoint with transformers' save_pretrained(safe_serialization=True)."
+    )
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total

@@ -1,0 +1,35 @@
+"""LoRA adapters through PEFT: low-rank updates on the blocks' linear layers; the head trains fully."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from lmtune.config import MethodConfig
+from lmtune.errors import ConfigError
+from lmtune.models.parts import adaptable_linear_names, find_parts
+
+
+def apply_lora(model: nn.Module, cfg: MethodConfig) -> nn.Module:
+    """Wrap the model with a LoRA adapter; returns the PEFT model."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    parts = find_parts(model)
+    targets: Any = cfg.lora_target_modules
+    if targets is None:
+        targets = adaptable_linear_names(model, parts.blocks_path)
+        if not targets:
+            raise ConfigError(f"found no linear layers in {parts.blocks_path}; set method.lora_target_modules")
+    lora = LoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=cfg.lora_rank,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=targets,
+        modules_to_save=parts.head,
+    )
+    try:
+        return get_peft_model(model, lora)
+    except ValueError as err:  # PEFT's message for target modules that match nothing
+        raise ConfigError(f"method.lora_target_modules={cfg.lora_target_modules}: {err}") from None

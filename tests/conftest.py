@@ -1,0 +1,123 @@
+"""Shared fixtures: tiny models built from configs (BERT, GPT-2, Llama shapes) and a toy data set.
+
+Nothing is downloaded: each model gets a word-level tokenizer over the toy vocabulary and random
+weights, saved as a normal Hugging Face folder (safetensors) in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+
+import pytest
+
+POSITIVE = ["good", "great", "lovely", "excellent", "wonderful", "superb"]
+NEGATIVE = ["bad", "awful", "terrible", "poor", "boring", "horrible"]
+FILLER = ["the", "movie", "food", "service", "was", "really", "quite", "and", "plot", "staff", "very", "a", "room", "show"]
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "</s>"]
+VOCAB = SPECIALS + POSITIVE + NEGATIVE + FILLER + ["neutral", "mixed", "fine"]
+
+
+def toy_sentence(rng: random.Random, positive: bool) -> str:
+    words = [rng.choice(FILLER) for _ in range(rng.randint(2, 9))]
+    words.insert(rng.randint(0, len(words)), rng.choice(POSITIVE if positive else NEGATIVE))
+    return " ".join(words)
+
+
+def toy_rows(n: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        positive = i % 2 == 0
+        rows.append({"text": toy_sentence(rng, positive), "label": "pos" if positive else "neg"})
+    rng.shuffle(rows)
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="session")
+def toy_data(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("toy")
+    return {
+        "train": write_csv(root / "train.csv", toy_rows(240, seed=1)),
+        "validation": write_csv(root / "validation.csv", toy_rows(60, seed=2)),
+    }
+
+
+def _tokenizer(kind: str):
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(VOCAB)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    if kind == "bert":
+        tok.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+            special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+        )
+        return PreTrainedTokenizerFast(
+            tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
+            model_max_length=64,
+        )
+    # Decoder tokenizers have no pad token, as GPT-2 and Llama ship: lmtune must set it from EOS.
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", eos_token="</s>", model_max_length=64,
+        model_input_names=["input_ids", "attention_mask"],
+    )
+
+
+def _model(kind: str):
+    import torch
+    from transformers import BertConfig, BertModel, GPT2Config, GPT2Model, LlamaConfig, LlamaModel
+
+    torch.manual_seed(0)
+    eos = VOCAB.index("</s>")
+    if kind == "bert":
+        return BertModel(BertConfig(
+            vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
+            intermediate_size=64, max_position_embeddings=64, pad_token_id=0,
+        ))
+    if kind == "gpt2":
+        return GPT2Model(GPT2Config(
+            vocab_size=len(VOCAB), n_embd=32, n_layer=4, n_head=4, n_positions=64, bos_token_id=eos, eos_token_id=eos,
+        ))
+    return LlamaModel(LlamaConfig(
+        vocab_size=len(VOCAB), hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64, bos_token_id=eos, eos_token_id=eos, pad_token_id=None,
+    ))
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    """kind -> folder of a tiny randomly initialised model with its tokenizer."""
+    root = tmp_path_factory.mktemp("models")
+    out = {}
+    for kind in ("bert", "gpt2", "llama"):
+        folder = root / kind
+        _model(kind).save_pretrained(folder, safe_serialization=True)
+        _tokenizer(kind).save_pretrained(folder)
+        out[kind] = folder
+    return out
+
+
+def make_config(model: Path, files: dict[str, Path], out: Path, **sections) -> dict:
+    """A small, fast config for the tiny models; keyword sections override the defaults."""
+    cfg = {
+        "model": {"name_or_path": str(model), "max_length": 32},
+        "data": {"train": str(files["train"]), "validation": str(files["validation"])},
+        "method": {"name": "full"},
+        "train": {"epochs": 3, "batch_size": 16, "learning_rate": 2e-3, "seed": 0, "log_every_n_steps": 5},
+        "output": {"dir": str(out)},
+    }
+    for section, values in sections.items():
+        cfg.setdefault(section, {}).update(values)
+    return cfg
