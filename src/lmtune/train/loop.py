@@ -62,13 +62,22 @@ def resolve_metric(cfg: Config, label_type: str) -> tuple[str, bool]:
     return name, name not in LOWER_IS_BETTER | {"hamming_loss"}
 
 
-def prepare_output_dir(cfg: Config) -> Path:
+def check_output_dir(cfg: Config) -> bool:
+    """Refuse a folder we must not write into; True if it holds an old run to replace."""
     out = Path(cfg.output.dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        if not out.is_dir() or not (out / "config.yaml").exists():
-            raise ConfigError(f"output.dir={out} exists and is not an lmtune run folder; choose another output.dir")
-        if not cfg.output.overwrite:
-            raise ConfigError(f"output.dir={out} already holds a run; set output.overwrite=true or choose another output.dir")
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return False
+    if not out.is_dir() or not (out / "config.yaml").exists():
+        raise ConfigError(f"output.dir={out} exists and is not an lmtune run folder; choose another output.dir")
+    if not cfg.output.overwrite:
+        raise ConfigError(f"output.dir={out} already holds a run; set output.overwrite=true or choose another output.dir")
+    return True
+
+
+def prepare_output_dir(cfg: Config) -> Path:
+    """Create the run folder, replacing an old run only now that every input has been checked."""
+    out = Path(cfg.output.dir)
+    if check_output_dir(cfg):
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     return out
@@ -114,6 +123,7 @@ def train(config: Config | dict | str | Path, *, progress: bool = True) -> Train
 
     cfg = load_config(config) if isinstance(config, (str, Path)) else build_config(config)
     tc = cfg.train
+    check_output_dir(cfg)
     set_seed(tc.seed)
     tokenizer, model, data, parts = _setup(cfg)
     labels = data.labels
