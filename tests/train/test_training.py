@@ -126,14 +126,17 @@ def test_early_stopping_and_best_model(tiny_models, toy_data, tmp_path):
     cfg = make_config(
         tiny_models["bert"], toy_data, tmp_path / "run",
         train={"epochs": 30, "learning_rate": 3e-3},
-        eval={"every_n_steps": 5, "early_stopping_patience": 2, "metric": "loss"},
+        eval={"every_n_steps": 5, "early_stopping_patience": 2, "metric": "accuracy"},
     )
     result = lmtune.train(cfg, progress=False)
     evals = [r for r in result.history if r["type"] == "eval"]
     assert result.metrics["steps"] < 30 * 15
-    best = min(evals, key=lambda r: r["loss"])
+    # accuracy must strictly improve: the first evaluation reaching the maximum is the one kept,
+    # and the run stops two evaluations after the last gain
+    best = max(evals, key=lambda r: r["accuracy"])
     assert result.metrics["best_step"] == best["step"]
     assert result.metrics["loss"] == best["loss"]
+    assert evals[-1]["step"] == best["step"] + 2 * 5
 
 
 def test_test_split_and_existing_output_dir(tiny_models, toy_data, tmp_path):
