@@ -51,6 +51,9 @@ def predict_scores(model: nn.Module, loader: Any, label_type: str, accelerator: 
         indices.append(batch_index.cpu())
     if was_training:
         model.train()
+    if accelerator is not None and accelerator.num_processes > 1:
+        totals = accelerator.reduce(torch.tensor([loss_sum, float(count)], device=accelerator.device), "sum")
+        loss_sum, count = float(totals[0]), int(totals[1])
     order = torch.cat(indices).argsort()
     return torch.cat(scores)[order].numpy(), torch.cat(targets)[order].numpy(), (loss_sum / count if count else None)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -93,12 +94,14 @@ def encode_split(tokenizer: Any, examples: Examples, labels: LabelSpace, max_len
 class RunLog:
     """metrics.jsonl: one JSON record per log or evaluation, appended as the run goes."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path | None):
+        self.path = path  # None: keep records in memory only (processes other than the main one)
         self.records: list[dict[str, Any]] = []
 
     def write(self, record: dict[str, Any]) -> None:
         self.records.append(record)
+        if self.path is None:
+            return
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
 
@@ -135,7 +138,11 @@ def train(config: Config | dict | str | Path, *, progress: bool = True) -> Train
     test_set = encode_split(tokenizer, data.test, labels, max_length, "test") if data.test else None
     loss_fn = build_loss(tc, labels, train_set.targets)
 
+    # Several processes on a machine without CUDA (torchrun --nproc_per_node N): Accelerate
+    # trains them together over gloo only when told the run is a CPU run.
+    multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
     accelerator = Accelerator(
+        cpu=multi_cpu,
         mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[tc.precision],
         gradient_accumulation_steps=tc.gradient_accumulation_steps,
     )
@@ -151,27 +158,37 @@ def train(config: Config | dict | str | Path, *, progress: bool = True) -> Train
     train_loader = torch.utils.data.DataLoader(train_set, batch_sampler=train_sampler, collate_fn=collate)
     head = parts.head
     optimizer = build_optimizer(parameter_groups(model, tc, head), tc)
-    steps_per_epoch = math.ceil(len(train_sampler) / tc.gradient_accumulation_steps)
-    total_steps = steps_per_epoch * tc.epochs
+    # Accelerate gives each process its share of the batches, and the prepared scheduler steps
+    # once per process for every optimizer step: count steps per process, schedule in global steps.
+    batches_per_epoch = math.ceil(len(train_sampler) / accelerator.num_processes)
+    total_steps = math.ceil(batches_per_epoch / tc.gradient_accumulation_steps) * tc.epochs
     if tc.max_steps is not None:
         total_steps = min(total_steps, tc.max_steps)
-    scheduler = build_scheduler(optimizer, tc, total_steps)
+    scheduler = build_scheduler(optimizer, tc, total_steps * accelerator.num_processes)
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
     val_loader = eval_loader(val_set)
 
     trainable, total = count_parameters(model)
-    out = prepare_output_dir(cfg)
-    (out / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
-    file_log = logging.FileHandler(out / "train.log", encoding="utf-8")
+    main = accelerator.is_main_process  # only the main process writes files
+    out = Path(cfg.output.dir)
+    if main:
+        prepare_output_dir(cfg)
+        (out / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
+    accelerator.wait_for_everyone()
+    file_log = logging.FileHandler(out / "train.log", encoding="utf-8") if main else logging.NullHandler()
     file_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(file_log)
+    only_warnings = logging.Filter()
+    only_warnings.filter = lambda record: record.levelno >= logging.WARNING  # type: ignore[method-assign]
+    if not main:
+        log.addFilter(only_warnings)  # one process reports progress, not N
     try:
         log.info(
             "%s: %s parameters, %s trainable (%.2f%%), method %s; %d train / %d validation examples; %d steps",
             cfg.model.name_or_path, f"{total:,}", f"{trainable:,}", 100 * trainable / total, cfg.method.name,
             len(train_set), len(val_set), total_steps,
         )
-        run_log = RunLog(out / "metrics.jsonl")
+        run_log = RunLog(out / "metrics.jsonl" if main else None)
         meta = {
             "task": cfg.task,
             "label_type": labels.label_type,
@@ -197,11 +214,10 @@ def train(config: Config | dict | str | Path, *, progress: bool = True) -> Train
             log.info("before training: %s", _summary(initial))
 
         state = _Loop(model, optimizer, scheduler, loss_fn, accelerator, tc)
-        best_value, best_step, best_metrics, best_weights = None, 0, None, None
-        evals_without_gain = 0
+        best = BestKeeper(metric_name, greater_is_better, cfg.eval.early_stopping_patience)
         step, stop = 0, False
         # disable=None: no bar when stderr is not a terminal (logs, CI), as tqdm decides
-        bar = tqdm(total=total_steps, disable=None if progress else True, desc="train", dynamic_ncols=True)
+        bar = tqdm(total=total_steps, disable=None if progress and main else True, desc="train", dynamic_ncols=True)
         started = time.perf_counter()
         eval_seconds = 0.0
         for epoch in range(tc.epochs):
@@ -213,32 +229,20 @@ def train(config: Config | dict | str | Path, *, progress: bool = True) -> Train
                 step += 1
                 bar.update(1)
                 if step % tc.log_every_n_steps == 0 or step == total_steps:
-                    record = state.log_record(step, epoch + state.batches_in_epoch / len(train_sampler), time.perf_counter() - started - eval_seconds)
+                    record = state.log_record(step, epoch + state.batches_in_epoch / batches_per_epoch, time.perf_counter() - started - eval_seconds)
                     run_log.write(record)
                     if bar.disable:
                         log.info("step %d: loss=%.4f lr=%.2e %.1f examples/s", step, record["loss"], record["learning_rate"], record["examples_per_s"])
                     bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['learning_rate']:.2e}", ex_s=f"{record['examples_per_s']:.1f}")
-                end_of_epoch = state.batches_in_epoch == len(train_sampler)
+                end_of_epoch = state.batches_in_epoch == batches_per_epoch
                 due = (cfg.eval.every_n_steps and step % cfg.eval.every_n_steps == 0) or end_of_epoch or step == total_steps
                 if due:
                     t0 = time.perf_counter()
                     metrics = evaluate()
                     eval_seconds += time.perf_counter() - t0
-                    run_log.write({"type": "eval", "step": step, "epoch": round(epoch + state.batches_in_epoch / len(train_sampler), 4), **metrics})
+                    run_log.write({"type": "eval", "step": step, "epoch": round(epoch + state.batches_in_epoch / batches_per_epoch, 4), **metrics})
                     log.info("step %d: %s", step, _summary(metrics))
-                    value = metrics[metric_name] if metrics.get(metric_name) is not None else None
-                    improved = value is not None and (
-                        best_value is None or (value > best_value if greater_is_better else value < best_value)
-                    )
-                    if improved:
-                        best_value, best_step, best_metrics = value, step, metrics
-                        best_weights = _trainable_snapshot(accelerator.unwrap_model(model))
-                        evals_without_gain = 0
-                    else:
-                        evals_without_gain += 1
-                        if cfg.eval.early_stopping_patience and evals_without_gain >= cfg.eval.early_stopping_patience:
-                            log.info("early stopping: %s did not improve in %d evaluations", metric_name, evals_without_gain)
-                            stop = True
+                    stop = best.update(step, metrics, accelerator.unwrap_model(model))
                 if step >= total_steps or stop:
                     stop = True
                     break
@@ -249,18 +253,19 @@ def train(config: Config | dict | str | Path, *, progress: bool = True) -> Train
         train_seconds = time.perf_counter() - started - eval_seconds
 
         unwrapped = accelerator.unwrap_model(model)
-        if cfg.output.save_final:
+        if cfg.output.save_final and main:
             save_model(unwrapped, tokenizer, meta, out / "final")
-        if best_weights is not None:
-            _restore(unwrapped, best_weights)
-        save_model(unwrapped, tokenizer, meta, out / "best")
-        if cfg.output.merge_lora and cfg.method.name == "lora":
+        if best.weights is not None:
+            _restore(unwrapped, best.weights)
+        if main:
+            save_model(unwrapped, tokenizer, meta, out / "best")
+        if main and cfg.output.merge_lora and cfg.method.name == "lora":
             merged = unwrapped.merge_and_unload()
             save_model(merged, tokenizer, {**meta, "merged_from": "best"}, out / "merged")
         result_metrics: dict[str, Any] = {
-            **(best_metrics or {}),
+            **(best.metrics or {}),
             "best_metric": metric_name,
-            "best_step": best_step,
+            "best_step": best.step,
             "steps": step,
             "train_runtime_s": round(train_seconds, 2),
             "train_examples_per_s": round(state.examples / train_seconds, 2) if train_seconds else None,
@@ -274,11 +279,14 @@ def train(config: Config | dict | str | Path, *, progress: bool = True) -> Train
             result_metrics["test"] = evaluate(eval_loader(test_set))
             run_log.write({"type": "test", "step": step, **result_metrics["test"]})
             log.info("test: %s", _summary(result_metrics["test"]))
-        write_json(out / "metrics.json", result_metrics)
-        log.info("run written to %s (best %s=%.4f at step %d)", out, metric_name, best_value if best_value is not None else float("nan"), best_step)
-        return TrainResult(out, result_metrics, best_step, run_log.records)
+        if main:
+            write_json(out / "metrics.json", result_metrics)
+        accelerator.wait_for_everyone()
+        log.info("run written to %s (best %s=%s at step %d)", out, metric_name, best.value, best.step)
+        return TrainResult(out, result_metrics, best.step, run_log.records)
     finally:
         log.removeHandler(file_log)
+        log.removeFilter(only_warnings)
         file_log.close()
 
 
@@ -325,6 +333,34 @@ class _Loop:
         }
         self.loss_sum, self.loss_count = 0.0, 0
         return record
+
+
+class BestKeeper:
+    """Keeps the weights of the best evaluation so far, and says when to stop early."""
+
+    def __init__(self, metric: str, greater_is_better: bool, patience: int | None):
+        self.metric, self.greater_is_better, self.patience = metric, greater_is_better, patience
+        self.value: float | None = None
+        self.step = 0
+        self.metrics: dict[str, Any] | None = None
+        self.weights: dict[str, torch.Tensor] | None = None
+        self.evals_without_gain = 0
+
+    def update(self, step: int, metrics: dict[str, Any], model: torch.nn.Module) -> bool:
+        """Record one evaluation; True when early stopping says the run should end."""
+        value = metrics.get(self.metric)
+        if value is not None and (
+            self.value is None or (value > self.value if self.greater_is_better else value < self.value)
+        ):
+            self.value, self.step, self.metrics = value, step, metrics
+            self.weights = _trainable_snapshot(model)
+            self.evals_without_gain = 0
+            return False
+        self.evals_without_gain += 1
+        if self.patience and self.evals_without_gain >= self.patience:
+            log.info("early stopping: %s did not improve in %d evaluations", self.metric, self.evals_without_gain)
+            return True
+        return False
 
 
 def _trainable_snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
