@@ -31,10 +31,11 @@ def build_loss(cfg: TrainConfig, labels: LabelSpace, encoded_targets: list) -> L
             f"train.loss={name} does not fit {labels.label_type} labels; use "
             f"{DEFAULT_LOSS[labels.label_type]} (or auto)"
         )
+    # Losses are computed in fp32 even when the forward pass ran in bf16/fp16 autocast.
     if name == "mse":
-        return lambda logits, target: F.mse_loss(logits.squeeze(-1), target)
+        return lambda logits, target: F.mse_loss(logits.float().squeeze(-1), target.float())
     if name == "bce":
-        return lambda logits, target: F.binary_cross_entropy_with_logits(logits, target)
+        return lambda logits, target: F.binary_cross_entropy_with_logits(logits.float(), target.float())
     weight = None
     if cfg.class_weights == "balanced":
         weight = torch.tensor(balanced_weights(encoded_targets, labels.num_outputs), dtype=torch.float32)
