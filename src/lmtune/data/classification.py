@@ -35,6 +35,9 @@ class LabelSpace:
     label_type: LabelType
     names: list[str]  # output index -> label name ([] for regression -> one output)
 
+    def __post_init__(self) -> None:
+        self._index = {name: i for i, name in enumerate(self.names)}
+
     @property
     def num_outputs(self) -> int:
         return len(self.names) if self.label_type != "regression" else 1
@@ -42,7 +45,7 @@ class LabelSpace:
     def encode(self, value: Any) -> Any:
         if self.label_type == "regression":
             return float(value)
-        index = {name: i for i, name in enumerate(self.names)}
+        index = self._index
         if self.label_type == "multi":
             hot = [0.0] * len(self.names)
             for v in value:
@@ -148,6 +151,8 @@ def build_label_space(train: Examples, label_type: LabelType) -> LabelSpace:
         names = sorted({str(v) for v in distinct})
         if all(re.fullmatch(r"[+-]?\d+", n) for n in names):  # e.g. multi-label cells '0,10' stay text
             names.sort(key=lambda n: (int(n), n))
+    if not names:
+        raise DataError(f"{train.source}: no training row carries a label")
     if label_type == "single" and len(names) < 2:
         raise DataError(f"{train.source}: every training row has the label {names[0]!r}; a classifier needs two or more")
     return LabelSpace(label_type, names)
