@@ -27,39 +27,10 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_inputs(path: str, clf: Any, need_labels: bool) -> tuple[list[str], list[str] | None, list[Any] | None]:
-    from lmtune.config import DataConfig
-    from lmtune.data.classification import _texts, read_examples
-    from lmtune.data.readers import read_table
-
-    meta = clf.meta
-    if need_labels:
-        cfg = DataConfig(
-            train=path, text_column=meta["text_column"], text_pair_column=meta["text_pair_column"],
-            label_column=meta["label_column"],
-        )
-        examples = read_examples(path, cfg, meta["label_type"], None)
-        from lmtune.data.classification import check_known_labels, check_label_values
-
-        check_label_values(examples, clf.labels.label_type)
-        check_known_labels(examples, clf.labels)
-        return examples.texts, examples.pairs, examples.labels
-    table = read_table(path)
-    texts = _texts(table, meta["text_column"], "the model's text column")
-    pairs = _texts(table, meta["text_pair_column"], "the model's text pair column") if meta["text_pair_column"] else None
-    return texts, pairs, None
-
-
 def _eval(args: argparse.Namespace) -> int:
-    from lmtune.eval.evaluate import predict_scores, score
     from lmtune.inference import load
 
-    clf = load(args.model)
-    texts, pairs, raw_labels = _read_inputs(args.data, clf, need_labels=True)
-    targets = [clf.labels.encode(v) for v in raw_labels]
-    loader = clf.loader(texts, pairs, targets, args.batch_size)
-    scores, refs, _ = predict_scores(clf.model, loader, clf.labels.label_type)
-    metrics = score(scores, refs, clf.labels, clf.meta.get("threshold", 0.5))
+    metrics = load(args.model).evaluate(args.data, args.batch_size)
     print(json.dumps(metrics, indent=2))
     if args.output:
         from lmtune.models.saving import write_json
@@ -80,7 +51,7 @@ def _predict(args: argparse.Namespace) -> int:
         for text, pred in zip(args.text, clf.predict(args.text, batch_size=args.batch_size)):
             print(json.dumps({"text": text, **pred}, ensure_ascii=False))
         return 0
-    texts, pairs, _ = _read_inputs(args.input, clf, need_labels=False)
+    texts, pairs = clf.read_texts(args.input)
     preds = clf.predict(texts, pairs, batch_size=args.batch_size)
     _write_predictions(Path(args.output), texts, preds)
     print(f"wrote {len(preds)} predictions to {args.output}")

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from lmtune.errors import ConfigError
 
-LOWER_IS_BETTER = {"loss", "mse", "rmse", "mae"}
+LOWER_IS_BETTER = {"loss", "mse", "rmse", "mae", "hamming_loss"}
 
 
 class Section(BaseModel):

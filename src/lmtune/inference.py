@@ -9,11 +9,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from lmtune.config import ModelConfig
+from lmtune.config import DataConfig, ModelConfig
 from lmtune.data.batching import EncodedDataset, LengthGroupedBatchSampler, PadCollator, encode_texts
-from lmtune.data.classification import LabelSpace
+from lmtune.data.classification import LabelSpace, check_known_labels, check_label_values, read_examples, read_texts
 from lmtune.errors import ModelError
-from lmtune.eval.evaluate import predict_scores
+from lmtune.eval.evaluate import predict_scores, score
 from lmtune.models.saving import META_FILE, save_model
 
 
@@ -63,6 +63,24 @@ class Classifier:
     def scores(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 32) -> Any:
         scores, _, _ = predict_scores(self.model, self.loader(texts, pairs, None, batch_size), self.labels.label_type)
         return scores
+
+    def read_texts(self, path: str) -> tuple[list[str], list[str] | None]:
+        """The texts of a data file, from the columns the model was trained on."""
+        return read_texts(path, self.meta["text_column"], self.meta["text_pair_column"])
+
+    def evaluate(self, path: str, batch_size: int = 32) -> dict[str, Any]:
+        """Score the model on a labelled data file with the training run's columns and labels."""
+        columns = DataConfig(
+            train=path, text_column=self.meta["text_column"], text_pair_column=self.meta["text_pair_column"],
+            label_column=self.meta["label_column"],
+        )
+        examples = read_examples(path, columns, self.labels.label_type, None)
+        check_label_values(examples, self.labels.label_type)
+        check_known_labels(examples, self.labels)
+        targets = [self.labels.encode(v) for v in examples.labels]
+        loader = self.loader(examples.texts, examples.pairs, targets, batch_size)
+        scores, refs, _ = predict_scores(self.model, loader, self.labels.label_type)
+        return score(scores, refs, self.labels, self.meta.get("threshold", 0.5))
 
     def predict(self, texts: list[str] | str, pairs: list[str] | None = None, batch_size: int = 32) -> list[dict[str, Any]]:
         """One dict per text: label (or labels / score) and per-class probabilities."""

@@ -89,6 +89,16 @@ def _normalize_label(value: Any, label_type: str, separator: str) -> Any:
     return value
 
 
+def read_texts(path: str, text_column: str, pair_column: str | None) -> tuple[list[str], list[str] | None]:
+    """Texts (and text pairs) of a file without labels, e.g. for prediction."""
+    table = read_table(path)
+    if not table.rows:
+        raise DataError(f"{table.source}: holds no data rows")
+    texts = _texts(table, text_column, "the model's text column")
+    pairs = _texts(table, pair_column, "the model's text pair column") if pair_column else None
+    return texts, pairs
+
+
 def read_examples(path: str, cfg: DataConfig, label_type: str, limit: int | None) -> Examples:
     table = read_table(path)
     if limit is not None:

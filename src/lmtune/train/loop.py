@@ -60,7 +60,7 @@ def resolve_metric(cfg: Config, label_type: str) -> tuple[str, bool]:
             f"eval.metric={name!r} is not reported for {label_type} labels; choose one of "
             f"{', '.join(sorted(METRICS[label_type]))}"
         )
-    return name, name not in LOWER_IS_BETTER | {"hamming_loss"}
+    return name, name not in LOWER_IS_BETTER
 
 
 def check_output_dir(cfg: Config) -> bool:
@@ -156,8 +156,7 @@ def train(config: Config | dict | str | Path, *, progress: bool = True) -> Train
         return accelerator.prepare(torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate))
 
     train_loader = torch.utils.data.DataLoader(train_set, batch_sampler=train_sampler, collate_fn=collate)
-    head = parts.head
-    optimizer = build_optimizer(parameter_groups(model, tc, head), tc)
+    optimizer = build_optimizer(parameter_groups(model, tc, parts.head), tc)
     # Accelerate gives each process its share of the batches, and the prepared scheduler steps
     # once per process for every optimizer step: count steps per process, schedule in global steps.
     batches_per_epoch = math.ceil(len(train_sampler) / accelerator.num_processes)
@@ -178,8 +177,9 @@ def train(config: Config | dict | str | Path, *, progress: bool = True) -> Train
     file_log = logging.FileHandler(out / "train.log", encoding="utf-8") if main else logging.NullHandler()
     file_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(file_log)
-    only_warnings = logging.Filter()
-    only_warnings.filter = lambda record: record.levelno >= logging.WARNING  # type: ignore[method-assign]
+    def only_warnings(record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING
+
     if not main:
         log.addFilter(only_warnings)  # one process reports progress, not N
     try:

@@ -49,7 +49,9 @@ def build_loss(cfg: TrainConfig, labels: LabelSpace, encoded_targets: list) -> L
     smoothing = cfg.label_smoothing
 
     def cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        w = weight.to(logits.device) if weight is not None else None
-        return F.cross_entropy(logits.float(), target, weight=w, label_smoothing=smoothing)
+        nonlocal weight
+        if weight is not None and weight.device != logits.device:
+            weight = weight.to(logits.device)  # moved once, on the first step
+        return F.cross_entropy(logits.float(), target, weight=weight, label_smoothing=smoothing)
 
     return cross_entropy
