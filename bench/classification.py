@@ -321,6 +321,11 @@ def run_in_subprocess(variant: str, s: Settings) -> RunResult:
         return RunResult(**json.loads(result_path.read_text()))
 
 
+def median_run(runs: list[RunResult]) -> RunResult:
+    """The run with the median training time (the lower middle one for an even count)."""
+    return sorted(runs, key=lambda r: r.train_s)[(len(runs) - 1) // 2]
+
+
 def comparisons(results: dict[str, RunResult]) -> dict[str, dict[str, float]]:
     """lmtune's tokens/s over each Trainer variant's, and lmtune's accuracy minus theirs."""
     if "lmtune" not in results:
@@ -390,6 +395,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--max-length", type=int, default=d.max_length, help="truncation (and the typical run's padding) length")
     p.add_argument("--only", default=",".join(VARIANTS), help=f"comma list of {', '.join(VARIANTS)}")
+    p.add_argument("--repeat", type=int, default=1, help="run every variant N times (round-robin) and report the median")
     p.add_argument("--output-json", type=Path, help="also save the numbers here")
     p.add_argument("--_child", choices=VARIANTS, help=argparse.SUPPRESS)  # internal: run one variant here
     p.add_argument("--_result", type=Path, help=argparse.SUPPRESS)
@@ -398,6 +404,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = sorted(set(args.only) - set(VARIANTS))
     if unknown or not args.only:
         p.error(f"--only takes a comma list of {', '.join(VARIANTS)}; got {', '.join(unknown) or 'nothing'}")
+    if args.repeat < 1:
+        p.error(f"--repeat takes a count of at least 1; got {args.repeat}")
     return args
 
 
@@ -409,17 +417,24 @@ def main(argv: list[str] | None = None) -> None:
         return
     if not TRAIN_TSV.is_file() or not DEV_TSV.is_file():
         raise SystemExit(f"SST-2 data not found: expected {TRAIN_TSV} and {DEV_TSV}")
-    results: dict[str, RunResult] = {}
-    for variant in [v for v in VARIANTS if v in args.only]:
-        print(f"running {variant} ...", flush=True)
-        results[variant] = run_in_subprocess(variant, s)
+    runs: dict[str, list[RunResult]] = {v: [] for v in VARIANTS if v in args.only}
+    for round_ in range(args.repeat):  # round-robin, so slow drifts of the machine hit every variant alike
+        for variant in runs:
+            print(f"running {variant} ({round_ + 1}/{args.repeat}) ...", flush=True)
+            runs[variant].append(run_in_subprocess(variant, s))
+    results = {v: median_run(rs) for v, rs in runs.items()}
     print()
     print(report(s, results))
+    if args.repeat > 1:
+        print(f"\neach row is the median of {args.repeat} runs by train time; tok/s of every run:")
+        for variant, rs in runs.items():
+            print(f"  {variant:<11} " + ", ".join(f"{r.tokens_per_s:.1f}" for r in rs))
     if args.output_json:
         payload = {
             "settings": asdict(s),
             "environment": environment(),
             "results": {k: {**asdict(r), "examples_per_s": r.examples_per_s, "tokens_per_s": r.tokens_per_s} for k, r in results.items()},
+            "all_runs": {k: [r.tokens_per_s for r in rs] for k, rs in runs.items()},
             "comparisons": comparisons(results),
         }
         args.output_json.parent.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ from lmtune.data.batching import EncodedDataset, LengthGroupedBatchSampler, PadC
 from lmtune.data.classification import LabelSpace, check_known_labels, check_label_values, read_examples, read_texts
 from lmtune.errors import ModelError
 from lmtune.eval.evaluate import predict_scores, score
+from lmtune.models.first_token import trim_last_block
 from lmtune.models.saving import META_FILE, save_model
 
 
@@ -118,6 +119,7 @@ def load(path: str | Path, device: str | None = None) -> Classifier:
         model = PeftModel.from_pretrained(base, folder)
     else:
         model = AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=True, dtype=torch.float32)
+    trim_last_block(model)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return Classifier(model.to(device), tokenizer, meta, folder)
 

@@ -24,6 +24,7 @@ from lmtune.data.batching import EncodedDataset, LengthGroupedBatchSampler, PadC
 from lmtune.data.classification import ClassificationData, Examples, LabelSpace, load_classification_data
 from lmtune.errors import ConfigError
 from lmtune.eval.evaluate import model_inputs, predict_scores, score
+from lmtune.models.first_token import trim_last_block
 from lmtune.models.freeze import apply_freeze, apply_full
 from lmtune.models.loading import count_parameters, effective_max_length, load_classifier, load_tokenizer
 from lmtune.models.lora import apply_lora
@@ -116,6 +117,7 @@ def _setup(cfg: Config) -> tuple[Any, Any, ClassificationData, Any]:
         model = apply_lora(model, cfg.method)
     else:
         model, _ = METHODS[cfg.method.name](model, cfg.method)
+    trim_last_block(model)
     return tokenizer, model, data, find_parts(model.get_base_model() if hasattr(model, "get_base_model") else model)
 
 
