@@ -1,18 +1,21 @@
 """lmtune: fine-tune pretrained language models on your own data, evaluate them, use them."""
 
 from lmtune.config import Config, load_config
-from lmtune.errors import ConfigError, DataError, LmtuneError, ModelError
+from lmtune.errors import CheckpointError, ConfigError, DataError, Interrupted, LmtuneError, ModelError, TrainingError
 from lmtune.inference import Classifier, load, merge_adapter
 from lmtune.train.loop import TrainResult, train
 
 __all__ = [
+    "CheckpointError",
     "Classifier",
     "Config",
     "ConfigError",
     "DataError",
+    "Interrupted",
     "LmtuneError",
     "ModelError",
     "TrainResult",
+    "TrainingError",
     "load",
     "load_config",
     "merge_adapter",

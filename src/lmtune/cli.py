@@ -12,14 +12,19 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from lmtune.errors import LmtuneError
+from lmtune.errors import Interrupted, LmtuneError
 
 
 def _train(args: argparse.Namespace) -> int:
     from lmtune.config import load_config
     from lmtune.train.loop import train
 
-    cfg = load_config(args.config, args.overrides)
+    overrides = list(args.overrides)
+    if args.resume:
+        overrides.append("resume=auto")
+    if args.allow_changes:
+        overrides.append("resume_allow_changes=true")
+    cfg = load_config(args.config, overrides)
     result = train(cfg, progress=not args.quiet)
     shown = {k: v for k, v in result.metrics.items() if not isinstance(v, (dict, list))}
     print(json.dumps(shown, indent=2))
@@ -101,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="YAML config file")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.learning_rate=1e-4")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in output.dir (resume=auto)")
+    p.add_argument("--allow-changes", action="store_true",
+                   help="let the resumed run change epochs, max_steps, learning rates or eval settings")
     p.set_defaults(run=_train)
 
     p = sub.add_parser("eval", help="score a trained model on a labelled data file")
@@ -150,9 +158,12 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
     try:
         return args.run(args)
+    except Interrupted as err:
+        print(f"lmtune: {err}", file=sys.stderr)
+        return err.exit_code
     except LmtuneError as err:
         print(f"lmtune: error: {err}", file=sys.stderr)
-        return 2
+        return err.exit_code
     except KeyboardInterrupt:
         print("lmtune: interrupted", file=sys.stderr)
         return 130

@@ -92,6 +92,17 @@ class TrainConfig(Section):
     seed: int = 42
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="bf16/fp16 autocast, for GPUs.")
     log_every_n_steps: int = Field(10, gt=0)
+    save_every_n_steps: int | None = Field(
+        500, gt=0, description="Checkpoint every N optimizer steps; checkpoints are also written at each epoch end and each new best."
+    )
+    keep_last_checkpoints: int = Field(
+        2, ge=0, description="Newest checkpoints kept (the best is kept too); 0 writes none, so the run cannot resume."
+    )
+    max_bad_steps: int = Field(5, gt=0, description="Stop after this many steps in a row with a non-finite loss or gradient.")
+    auto_batch_size: bool = Field(
+        False, description="On out-of-memory, split each batch in two (and again if needed): same effective batch."
+    )
+    dataloader_workers: int = Field(0, ge=0, description="Worker processes that collate batches.")
 
 
 class EvalConfig(Section):
@@ -112,6 +123,12 @@ class OutputConfig(Section):
 
 class Config(Section):
     task: Literal["classification"] = "classification"
+    resume: str | None = Field(
+        None, description="auto: continue from the newest complete checkpoint in output.dir, if any; or a checkpoint or run folder."
+    )
+    resume_allow_changes: bool = Field(
+        False, description="Let a resumed run change epochs, max_steps, learning rates, clipping, precision or eval settings."
+    )
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     method: MethodConfig = Field(default_factory=MethodConfig)

@@ -1,8 +1,10 @@
-"""Errors that lmtune reports to the user: one clear paragraph, exit code 2 on the command line."""
+"""Errors that lmtune reports to the user: one clear paragraph and an exit code on the command line."""
 
 
 class LmtuneError(Exception):
-    """Base class: a problem with the user's input, not a bug in lmtune."""
+    """Base class: a problem lmtune explains to the user, not a bug in lmtune."""
+
+    exit_code = 2  # bad input: nothing ran
 
 
 class ConfigError(LmtuneError):
@@ -15,3 +17,23 @@ class DataError(LmtuneError):
 
 class ModelError(LmtuneError):
     """A model that cannot be loaded or adapted as asked."""
+
+
+class CheckpointError(LmtuneError):
+    """A checkpoint that cannot be written, found or trusted."""
+
+    exit_code = 1
+
+
+class TrainingError(LmtuneError):
+    """A run that had to stop: non-finite numbers, out of memory. A checkpoint is kept where possible."""
+
+    exit_code = 1
+
+
+class Interrupted(LmtuneError):
+    """The run was stopped by a signal after saving a checkpoint it can resume from."""
+
+    def __init__(self, message: str, signal_number: int):
+        super().__init__(message)
+        self.exit_code = 128 + signal_number  # the shell's convention: 130 for Ctrl-C, 143 for SIGTERM

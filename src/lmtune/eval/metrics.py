@@ -5,7 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn import metrics as skm
+
+
+class _SklearnMetrics:
+    """sklearn.metrics, imported on first use: importing it adds about a second to every command's start."""
+
+    def __getattr__(self, name: str) -> Any:
+        from sklearn import metrics
+
+        return getattr(metrics, name)
+
+
+skm = _SklearnMetrics()
 
 
 def _per_class(refs: np.ndarray, preds: np.ndarray, names: list[str], labels: list[int] | None) -> dict[str, Any]:

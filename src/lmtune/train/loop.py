@@ -6,23 +6,27 @@ folder is created, so a bad input leaves nothing behind.
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import gc
 import json
 import logging
 import math
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from lmtune.config import LOWER_IS_BETTER, Config, build_config, load_config
 from lmtune.data.batching import EncodedDataset, LengthGroupedBatchSampler, PadCollator, encode_texts
 from lmtune.data.classification import ClassificationData, Examples, LabelSpace, load_classification_data
-from lmtune.errors import ConfigError
+from lmtune.errors import CheckpointError, ConfigError, Interrupted, TrainingError
 from lmtune.eval.evaluate import model_inputs, predict_scores, score
 from lmtune.models.first_token import trim_last_block
 from lmtune.models.freeze import apply_freeze, apply_full
@@ -31,7 +35,13 @@ from lmtune.models.lora import apply_lora
 from lmtune.models.parts import find_parts
 from lmtune.models.saving import save_model, write_json
 from lmtune.train.losses import build_loss
+from lmtune.train.checkpoint import (
+    abort, begin, checkpoints_dir, clean_leftovers, commit, latest_valid, load_state, restore_rng, rng_state, rotate,
+    save_state, staging_dir, verify,
+)
 from lmtune.train.optim import build_optimizer, build_scheduler, parameter_groups
+from lmtune.train.resume import check_compatible, find_checkpoint, fingerprint, saved_config
+from lmtune.train.signals import StopRequest
 
 log = logging.getLogger("lmtune")
 
@@ -64,22 +74,28 @@ def resolve_metric(cfg: Config, label_type: str) -> tuple[str, bool]:
     return name, name not in LOWER_IS_BETTER
 
 
-def check_output_dir(cfg: Config) -> bool:
+def check_output_dir(cfg: Config, resuming: bool = False) -> bool:
     """Refuse a folder we must not write into; True if it holds an old run to replace."""
     out = Path(cfg.output.dir)
     if not out.exists() or (out.is_dir() and not any(out.iterdir())):
         return False
     if not out.is_dir() or not (out / "config.yaml").exists():
         raise ConfigError(f"output.dir={out} exists and is not an lmtune run folder; choose another output.dir")
+    if resuming:
+        return False
     if not cfg.output.overwrite:
-        raise ConfigError(f"output.dir={out} already holds a run; set output.overwrite=true or choose another output.dir")
+        why = " and no complete checkpoint to resume from" if cfg.resume == "auto" else ""
+        raise ConfigError(
+            f"output.dir={out} already holds a run{why}; resume it with --resume, set output.overwrite=true to "
+            f"replace it, or choose another output.dir"
+        )
     return True
 
 
-def prepare_output_dir(cfg: Config) -> Path:
+def prepare_output_dir(cfg: Config, keep: bool = False) -> Path:
     """Create the run folder, replacing an old run only now that every input has been checked."""
     out = Path(cfg.output.dir)
-    if check_output_dir(cfg):
+    if not keep and check_output_dir(cfg):
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     return out
@@ -95,9 +111,9 @@ def encode_split(tokenizer: Any, examples: Examples, labels: LabelSpace, max_len
 class RunLog:
     """metrics.jsonl: one JSON record per log or evaluation, appended as the run goes."""
 
-    def __init__(self, path: Path | None):
+    def __init__(self, path: Path | None, records: list[dict[str, Any]] | None = None):
         self.path = path  # None: keep records in memory only (processes other than the main one)
-        self.records: list[dict[str, Any]] = []
+        self.records: list[dict[str, Any]] = list(records or [])
 
     def write(self, record: dict[str, Any]) -> None:
         self.records.append(record)
@@ -105,6 +121,13 @@ class RunLog:
             return
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+
+
+def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    """Replace a JSON-lines file atomically."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def _setup(cfg: Config) -> tuple[Any, Any, ClassificationData, Any]:
@@ -128,26 +151,34 @@ def train(config: Config | dict | str | Path, *, progress: bool = True) -> Train
 
     cfg = load_config(config) if isinstance(config, (str, Path)) else build_config(config)
     tc = cfg.train
-    check_output_dir(cfg)
+    out = Path(cfg.output.dir)
+    resume_from = find_checkpoint(cfg)
+    # Resuming a checkpoint of this output.dir continues the run in place; one from elsewhere starts a new folder.
+    in_place = resume_from is not None and out.resolve() in resume_from.resolve().parents
+    check_output_dir(cfg, resuming=in_place)
     set_seed(tc.seed)
     tokenizer, model, data, parts = _setup(cfg)
     labels = data.labels
     metric_name, greater_is_better = resolve_metric(cfg, labels.label_type)
-    base_config = model.config
-    max_length = effective_max_length(cfg.model, tokenizer, base_config)
+    fingerprints = {
+        "data": fingerprint([_examples_record(data.train), _examples_record(data.validation), labels.names]),
+        "model": fingerprint({k: v for k, v in model.config.to_dict().items() if k not in ("_name_or_path", "transformers_version")}),
+    }
+    resumed_state: dict[str, Any] | None = None
+    if resume_from is not None:
+        resumed_state = json.loads((resume_from / "state.json").read_text(encoding="utf-8"))
+        accepted = check_compatible(saved_config(resume_from), cfg, resumed_state["fingerprints"], fingerprints)
+    max_length = effective_max_length(cfg.model, tokenizer, model.config)
     train_set = encode_split(tokenizer, data.train, labels, max_length, "train")
     val_set = encode_split(tokenizer, data.validation, labels, max_length, "validation")
     test_set = encode_split(tokenizer, data.test, labels, max_length, "test") if data.test else None
     loss_fn = build_loss(tc, labels, train_set.targets)
 
     # Several processes on a machine without CUDA (torchrun --nproc_per_node N): Accelerate
-    # trains them together over gloo only when told the run is a CPU run.
+    # trains them together over gloo only when told the run is a CPU run. Gradient accumulation
+    # is done here (Stepper), not by Accelerate, so a resumed run knows exactly where it is.
     multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
-    accelerator = Accelerator(
-        cpu=multi_cpu,
-        mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[tc.precision],
-        gradient_accumulation_steps=tc.gradient_accumulation_steps,
-    )
+    accelerator = Accelerator(cpu=multi_cpu, mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[tc.precision])
     target_dtype = torch.long if labels.label_type == "single" else torch.float32
     collate = PadCollator(tokenizer.pad_token_id, target_dtype)
     train_sampler = LengthGroupedBatchSampler(train_set.lengths, tc.batch_size, seed=tc.seed)
@@ -157,28 +188,43 @@ def train(config: Config | dict | str | Path, *, progress: bool = True) -> Train
         sampler = LengthGroupedBatchSampler(dataset.lengths, eval_batch, seed=tc.seed, shuffle=False)
         return accelerator.prepare(torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate))
 
-    train_loader = torch.utils.data.DataLoader(train_set, batch_sampler=train_sampler, collate_fn=collate)
+    # The loader's own generator: making an iterator then draws nothing from the global RNG, which
+    # dropout uses, so a run resumed mid-epoch replays the same dropout masks.
+    train_loader = torch.utils.data.DataLoader(
+        train_set, batch_sampler=train_sampler, collate_fn=collate, num_workers=tc.dataloader_workers,
+        generator=torch.Generator().manual_seed(tc.seed),
+    )
     optimizer = build_optimizer(parameter_groups(model, tc, parts.head), tc)
-    # Accelerate gives each process its share of the batches, and the prepared scheduler steps
-    # once per process for every optimizer step: count steps per process, schedule in global steps.
+    # Accelerate gives each process its share of the batches: count steps per process.
     batches_per_epoch = math.ceil(len(train_sampler) / accelerator.num_processes)
     total_steps = math.ceil(batches_per_epoch / tc.gradient_accumulation_steps) * tc.epochs
     if tc.max_steps is not None:
         total_steps = min(total_steps, tc.max_steps)
+    # The prepared scheduler steps once per process for every optimizer step: schedule in global steps.
     scheduler = build_scheduler(optimizer, tc, total_steps * accelerator.num_processes)
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
     val_loader = eval_loader(val_set)
+    unwrapped = accelerator.unwrap_model(model)
 
     trainable, total = count_parameters(model)
     main = accelerator.is_main_process  # only the main process writes files
-    out = Path(cfg.output.dir)
+    ckpt_root = checkpoints_dir(out)
+    state = Progress()
+    best = BestKeeper(metric_name, greater_is_better, cfg.eval.early_stopping_patience)
+    history: list[dict[str, Any]] = []
+    if resume_from is not None:
+        state, history = _restore_checkpoint(resume_from, resumed_state, unwrapped, optimizer, scheduler, accelerator, best)
     if main:
-        prepare_output_dir(cfg)
+        prepare_output_dir(cfg, keep=in_place)
         (out / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
+        if resume_from is not None:  # the log restarts from the checkpoint: later records never happened
+            write_jsonl(out / "metrics.jsonl", history)
+        clean_leftovers(ckpt_root)
     accelerator.wait_for_everyone()
     file_log = logging.FileHandler(out / "train.log", encoding="utf-8") if main else logging.NullHandler()
     file_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(file_log)
+
     def only_warnings(record: logging.LogRecord) -> bool:
         return record.levelno >= logging.WARNING
 
@@ -190,7 +236,12 @@ def train(config: Config | dict | str | Path, *, progress: bool = True) -> Train
             cfg.model.name_or_path, f"{total:,}", f"{trainable:,}", 100 * trainable / total, cfg.method.name,
             len(train_set), len(val_set), total_steps,
         )
-        run_log = RunLog(out / "metrics.jsonl" if main else None)
+        if resume_from is not None:
+            log.info("resumed from %s (step %d, epoch %d)%s", resume_from, state.step, state.epoch,
+                     "; accepted changes: " + "; ".join(accepted) if accepted else "")
+        if tc.keep_last_checkpoints == 0:
+            log.warning("train.keep_last_checkpoints=0: no checkpoints are written, so this run cannot be resumed")
+        run_log = RunLog(out / "metrics.jsonl" if main else None, history)
         meta = {
             "task": cfg.task,
             "label_type": labels.label_type,
@@ -209,52 +260,89 @@ def train(config: Config | dict | str | Path, *, progress: bool = True) -> Train
             scores, targets, loss = predict_scores(model, loader, labels.label_type, accelerator, loss_fn)
             return {"loss": loss, **score(scores, targets, labels, cfg.eval.threshold)}
 
-        initial = None
-        if cfg.eval.at_start:
-            initial = evaluate()
-            run_log.write({"type": "eval", "step": 0, "epoch": 0.0, **initial})
+        def save_checkpoint(point: dict[str, Any]) -> None:
+            """Write the weights and optimizer as they are now, with the counters and RNG of `point`."""
+            _write_checkpoint(ckpt_root, point, cfg, fingerprints, unwrapped, optimizer, scheduler, accelerator, best, run_log.records)
+            if main:
+                rotate(ckpt_root, tc.keep_last_checkpoints, {best.step} if best.step else set())
+            accelerator.wait_for_everyone()
+
+        initial = next((r for r in history if r["type"] == "eval" and r["step"] == 0), None)
+        if cfg.eval.at_start and resume_from is None:
+            initial = {"type": "eval", "step": 0, "epoch": 0.0, **evaluate()}
+            run_log.write(initial)
             log.info("before training: %s", _summary(initial))
+        if initial is not None:
+            initial = {k: v for k, v in initial.items() if k not in ("type", "step", "epoch")}
 
-        state = _Loop(model, optimizer, scheduler, loss_fn, accelerator, tc)
-        best = BestKeeper(metric_name, greater_is_better, cfg.eval.early_stopping_patience)
-        step, stop = 0, False
+        stepper = Stepper(model, optimizer, scheduler, loss_fn, accelerator, tc, state)
+        checkpoints = tc.keep_last_checkpoints > 0
+        stop = state.step >= total_steps or best.should_stop
         # disable=None: no bar when stderr is not a terminal (logs, CI), as tqdm decides
-        bar = tqdm(total=total_steps, disable=None if progress and main else True, desc="train", dynamic_ncols=True)
-        started = time.perf_counter()
-        eval_seconds = 0.0
-        for epoch in range(tc.epochs):
-            train_sampler.set_epoch(epoch)
-            for batch in train_loader:
-                stepped = state.step(batch)
-                if not stepped:
-                    continue
-                step += 1
-                bar.update(1)
-                if step % tc.log_every_n_steps == 0 or step == total_steps:
-                    record = state.log_record(step, epoch + state.batches_in_epoch / batches_per_epoch, time.perf_counter() - started - eval_seconds)
-                    run_log.write(record)
-                    if bar.disable:
-                        log.info("step %d: loss=%.4f lr=%.2e %.1f examples/s", step, record["loss"], record["learning_rate"], record["examples_per_s"])
-                    bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['learning_rate']:.2e}", ex_s=f"{record['examples_per_s']:.1f}")
-                end_of_epoch = state.batches_in_epoch == batches_per_epoch
-                due = (cfg.eval.every_n_steps and step % cfg.eval.every_n_steps == 0) or end_of_epoch or step == total_steps
-                if due:
-                    t0 = time.perf_counter()
-                    metrics = evaluate()
-                    eval_seconds += time.perf_counter() - t0
-                    run_log.write({"type": "eval", "step": step, "epoch": round(epoch + state.batches_in_epoch / batches_per_epoch, 4), **metrics})
-                    log.info("step %d: %s", step, _summary(metrics))
-                    stop = best.update(step, metrics, accelerator.unwrap_model(model))
-                if step >= total_steps or stop:
-                    stop = True
-                    break
-            state.batches_in_epoch = 0
-            if stop:
-                break
+        bar = tqdm(total=total_steps, initial=state.step, disable=None if progress and main else True, desc="train", dynamic_ncols=True)
+        with StopRequest() as stop_request:
+            while not stop and state.epoch < tc.epochs:
+                # Accelerate's loader passes its own epoch count to the sampler when iteration starts: set both.
+                train_loader.set_epoch(state.epoch)
+                train_sampler.set_epoch(state.epoch)
+                train_sampler.skip_batches(state.epoch, state.batches_in_epoch * accelerator.num_processes)
+                group: list[dict[str, torch.Tensor]] = []
+                for batch in train_loader:
+                    group.append(batch)
+                    seen = state.batches_in_epoch + len(group)
+                    if len(group) < tc.gradient_accumulation_steps and seen < batches_per_epoch:
+                        continue
+                    point = _point(state, scheduler)
+                    started = time.perf_counter()
+                    try:
+                        stepper.step(group, point)
+                    except TrainingError:
+                        if checkpoints and state.bad_streak:  # from before the first bad step of the streak
+                            save_checkpoint(stepper.streak_start)
+                        elif checkpoints:
+                            save_checkpoint(point)  # out of memory: the weights are still those of `point`
+                        raise
+                    state.train_seconds += time.perf_counter() - started
+                    group = []
+                    bar.update(1)
+                    end_of_epoch = state.batches_in_epoch >= batches_per_epoch
+                    if state.step % tc.log_every_n_steps == 0 or state.step == total_steps:
+                        record = stepper.log_record(state.epoch + state.batches_in_epoch / batches_per_epoch)
+                        run_log.write(record)
+                        loss_text = "n/a" if record["loss"] is None else f"{record['loss']:.4f}"
+                        if bar.disable:
+                            log.info("step %d: loss=%s lr=%.2e %.1f examples/s", state.step, loss_text, record["learning_rate"], record["examples_per_s"])
+                        bar.set_postfix(loss=loss_text, lr=f"{record['learning_rate']:.2e}", ex_s=f"{record['examples_per_s']:.1f}")
+                    finished = state.step >= total_steps
+                    new_best = False
+                    if (cfg.eval.every_n_steps and state.step % cfg.eval.every_n_steps == 0) or end_of_epoch or finished:
+                        metrics = evaluate()
+                        epoch_pos = round(state.epoch + state.batches_in_epoch / batches_per_epoch, 4)
+                        run_log.write({"type": "eval", "step": state.step, "epoch": epoch_pos, **metrics})
+                        log.info("step %d: %s", state.step, _summary(metrics))
+                        new_best = best.update(state.step, metrics, unwrapped)
+                    stop = finished or best.should_stop
+                    if end_of_epoch:
+                        state.epoch, state.batches_in_epoch = state.epoch + 1, 0
+                    by_steps = tc.save_every_n_steps and state.step % tc.save_every_n_steps == 0
+                    if checkpoints and (by_steps or end_of_epoch or new_best or stop or stop_request.signal_number):
+                        # Within a run of non-finite steps the weights have not moved: keep its start.
+                        save_checkpoint(stepper.streak_start if state.bad_streak else _point(state, scheduler))
+                    if stop_request.signal_number:
+                        where = f"a checkpoint of step {state.step} is in {ckpt_root}" if checkpoints else "no checkpoint was written (train.keep_last_checkpoints=0)"
+                        raise Interrupted(
+                            f"stopped by {stop_request.name} at step {state.step} of {total_steps}; {where}. "
+                            f"Resume with: lmtune train CONFIG --resume (output.dir={out})",
+                            stop_request.signal_number,
+                        )
+                    if stop:
+                        break
+                if not stop and group:  # never expected: the loader gave fewer batches than counted
+                    raise RuntimeError(f"epoch {state.epoch} ended with {len(group)} unprocessed batches")
         bar.close()
-        train_seconds = time.perf_counter() - started - eval_seconds
+        if state.bad_steps:
+            log.warning("%d steps were skipped for a non-finite loss or gradient", state.bad_steps)
 
-        unwrapped = accelerator.unwrap_model(model)
         if cfg.output.save_final and main:
             save_model(unwrapped, tokenizer, meta, out / "final")
         if best.weights is not None:
@@ -264,14 +352,16 @@ def train(config: Config | dict | str | Path, *, progress: bool = True) -> Train
         if main and cfg.output.merge_lora and cfg.method.name == "lora":
             merged = unwrapped.merge_and_unload()
             save_model(merged, tokenizer, {**meta, "merged_from": "best"}, out / "merged")
+        seconds = state.train_seconds
         result_metrics: dict[str, Any] = {
             **(best.metrics or {}),
             "best_metric": metric_name,
             "best_step": best.step,
-            "steps": step,
-            "train_runtime_s": round(train_seconds, 2),
-            "train_examples_per_s": round(state.examples / train_seconds, 2) if train_seconds else None,
-            "train_tokens_per_s": round(state.tokens / train_seconds, 1) if train_seconds else None,
+            "steps": state.step,
+            "skipped_steps": state.bad_steps,
+            "train_runtime_s": round(seconds, 2),
+            "train_examples_per_s": round(state.examples / seconds, 2) if seconds else None,
+            "train_tokens_per_s": round(state.tokens / seconds, 1) if seconds else None,
             "trainable_parameters": trainable,
             "total_parameters": total,
         }
@@ -279,7 +369,7 @@ def train(config: Config | dict | str | Path, *, progress: bool = True) -> Train
             result_metrics["initial"] = initial
         if test_set is not None:
             result_metrics["test"] = evaluate(eval_loader(test_set))
-            run_log.write({"type": "test", "step": step, **result_metrics["test"]})
+            run_log.write({"type": "test", "step": state.step, **result_metrics["test"]})
             log.info("test: %s", _summary(result_metrics["test"]))
         if main:
             write_json(out / "metrics.json", result_metrics)
@@ -292,49 +382,245 @@ def train(config: Config | dict | str | Path, *, progress: bool = True) -> Train
         file_log.close()
 
 
-class _Loop:
-    """The state of one training step: forward, loss, backward, clip, step (with accumulation)."""
+@dataclass
+class Progress:
+    """Where a run stands: what a checkpoint saves besides tensors, and a resume restores."""
 
-    def __init__(self, model: Any, optimizer: Any, scheduler: Any, loss_fn: Any, accelerator: Any, tc: Any):
+    step: int = 0  # optimizer steps done (skipped non-finite steps included)
+    epoch: int = 0
+    batches_in_epoch: int = 0  # micro-batches this process has consumed in the current epoch
+    examples: int = 0
+    tokens: int = 0  # non-pad tokens trained on
+    loss_sum: float = 0.0  # since the last train log record
+    loss_count: int = 0
+    train_seconds: float = 0.0
+    log_seconds: float = 0.0  # train_seconds at the last log record
+    log_examples: int = 0
+    log_tokens: int = 0
+    bad_steps: int = 0  # steps skipped for a non-finite loss or gradient
+    bad_streak: int = 0
+    splits: int = 1  # each micro-batch is cut into this many chunks (train.auto_batch_size)
+
+
+def _point(state: Progress, scheduler: Any) -> dict[str, Any]:
+    """A step boundary: counters, scheduler and RNG. With the weights of that moment, a checkpoint."""
+    return {"progress": asdict(state), "scheduler": copy.deepcopy(scheduler.state_dict()), "rng": rng_state()}
+
+
+def _oom(err: BaseException) -> bool:
+    if isinstance(err, torch.OutOfMemoryError):
+        return True
+    text = str(err).lower()
+    return isinstance(err, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+class Stepper:
+    """One optimizer step over a group of micro-batches: forward, loss, backward, clip, update.
+
+    Guards: a non-finite loss or gradient skips the update (and `train.max_bad_steps` in a row
+    stop the run); out of memory either stops with advice or, with `train.auto_batch_size`,
+    replays the step with each micro-batch cut in halves, which leaves the gradient unchanged.
+    """
+
+    def __init__(self, model: Any, optimizer: Any, scheduler: Any, loss_fn: Any, accelerator: Any, tc: Any, state: Progress):
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
-        self.loss_fn, self.accelerator, self.tc = loss_fn, accelerator, tc
-        self.batches_in_epoch = 0
-        self.examples = 0
-        self.tokens = 0
-        self.loss_sum = 0.0
-        self.loss_count = 0
+        self.loss_fn, self.accelerator, self.tc, self.state = loss_fn, accelerator, tc, state
+        self.streak_start: dict[str, Any] | None = None  # the point before the first bad step in a row
         self.model.train()
 
-    def step(self, batch: dict[str, torch.Tensor]) -> bool:
-        """Process one micro-batch; True when it completed an optimizer step."""
-        self.batches_in_epoch += 1
-        with self.accelerator.accumulate(self.model):
-            logits = self.model(**model_inputs(batch)).logits  # (B, num_labels)
-            loss = self.loss_fn(logits, batch["target"])
-            self.accelerator.backward(loss)
-            if self.accelerator.sync_gradients and self.tc.max_grad_norm is not None:
-                self.accelerator.clip_grad_norm_(self.model.parameters(), self.tc.max_grad_norm)
+    def step(self, group: list[dict[str, torch.Tensor]], point: dict[str, Any]) -> None:
+        while True:
+            try:
+                loss = self._forward_backward(group)
+                break
+            except Exception as err:
+                if not _oom(err):
+                    raise
+                self.optimizer.zero_grad(set_to_none=True)
+                self._out_of_memory(group, err)
+                restore_rng(point["rng"])  # the replay draws the same dropout masks
+        norm = self._gradient_norm()
+        bad = not (math.isfinite(loss) and math.isfinite(norm))
+        if self.accelerator.num_processes > 1:  # every process must take the same decision
+            bad = bool(self.accelerator.reduce(torch.tensor(float(bad), device=self.accelerator.device), "max").item())
+        s = self.state
+        if bad:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scheduler.step()  # the data was used: the schedule moves on, the weights do not
+            s.bad_steps += 1
+            s.bad_streak += 1
+            if s.bad_streak == 1:
+                self.streak_start = point
+            log.warning("step %d: non-finite %s; update skipped (%d in a row)", s.step + 1,
+                        f"loss ({loss})" if not math.isfinite(loss) else f"gradient norm ({norm})", s.bad_streak)
+            if s.bad_streak >= self.tc.max_bad_steps:
+                first = self.streak_start["progress"]["step"]
+                raise TrainingError(
+                    f"{s.bad_streak} steps in a row (from step {first + 1}) had a non-finite loss or gradient, so the run "
+                    f"stopped; the checkpoint of step {first} holds the weights from before. Likely causes: a learning rate too "
+                    f"high for this model (train.learning_rate={self.tc.learning_rate:g}: try 10x lower), fp16 overflow "
+                    f"(train.precision={self.tc.precision}: try bf16 or fp32), no gradient clipping "
+                    f"(train.max_grad_norm={self.tc.max_grad_norm}), or extreme target values. "
+                    f"Resume with --resume --allow-changes after changing them"
+                )
+        else:
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
-        self.examples += batch["input_ids"].shape[0]
-        self.tokens += int(batch["attention_mask"].sum())
-        self.loss_sum += float(loss.detach())
-        self.loss_count += 1
-        return self.accelerator.sync_gradients
+            s.bad_streak = 0
+            self.streak_start = None
+            s.loss_sum += loss
+            s.loss_count += 1
+        s.step += 1
+        s.batches_in_epoch += len(group)
+        s.examples += sum(b["input_ids"].shape[0] for b in group)
+        s.tokens += sum(int(b["attention_mask"].sum()) for b in group)
 
-    def log_record(self, step: int, epoch: float, seconds: float) -> dict[str, Any]:
+    def _forward_backward(self, group: list[dict[str, torch.Tensor]]) -> float:
+        """Backward over every chunk of every micro-batch; returns the step's loss (mean of micro-batch means)."""
+        chunks = [(c, c["input_ids"].shape[0] / b["input_ids"].shape[0]) for b in group for c in _split(b, self.state.splits)]
+        total = 0.0
+        for i, (chunk, share) in enumerate(chunks):
+            last = i == len(chunks) - 1  # gradients are synchronised across processes once, at the end
+            with contextlib.nullcontext() if last else self.accelerator.no_sync(self.model):
+                logits = self.model(**model_inputs(chunk)).logits  # (B, num_labels)
+                loss = self.loss_fn(logits, chunk["target"]) * (share / len(group))
+                self.accelerator.backward(loss)
+            total += float(loss.detach())
+        return total
+
+    def _gradient_norm(self) -> float:
+        if self.tc.max_grad_norm is not None:
+            return float(self.accelerator.clip_grad_norm_(self.model.parameters(), self.tc.max_grad_norm))
+        if self.tc.precision == "fp16":
+            return 0.0  # the gradient scaler skips steps with inf/nan gradients itself
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        return float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
+
+    def _out_of_memory(self, group: list[dict[str, torch.Tensor]], err: BaseException) -> None:
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        rows = max(b["input_ids"].shape[0] for b in group)
+        width = max(b["input_ids"].shape[1] for b in group)
+        chunk = math.ceil(rows / self.state.splits)
+        if self.tc.auto_batch_size and chunk > 1:
+            self.state.splits *= 2
+            log.warning("out of memory on %d examples x %d tokens: retrying the step with micro-batches of %d "
+                        "(the effective batch is unchanged)", chunk, width, math.ceil(rows / self.state.splits))
+            return
+        advice = ("even single examples do not fit: lower model.max_length or use a smaller model or method lora"
+                  if chunk <= 1 else
+                  "lower train.batch_size and raise train.gradient_accumulation_steps to keep the effective batch, "
+                  "lower model.max_length, or set train.auto_batch_size=true to split batches automatically")
+        raise TrainingError(
+            f"out of memory at step {self.state.step + 1} on a micro-batch of {chunk} examples x {width} tokens "
+            f"(train.batch_size={self.tc.batch_size}, max_length {width} here): {advice}. ({str(err).splitlines()[0]})"
+        ) from None
+
+    def log_record(self, epoch: float) -> dict[str, Any]:
+        s = self.state
+        seconds = s.train_seconds - s.log_seconds
         record = {
             "type": "train",
-            "step": step,
+            "step": s.step,
             "epoch": round(epoch, 4),
-            "loss": self.loss_sum / max(self.loss_count, 1),
+            "loss": s.loss_sum / s.loss_count if s.loss_count else None,  # None: every step since the last record was skipped
             "learning_rate": self.scheduler.get_last_lr()[0],
-            "examples_per_s": self.examples / seconds if seconds > 0 else 0.0,
-            "tokens_per_s": self.tokens / seconds if seconds > 0 else 0.0,
+            "examples_per_s": (s.examples - s.log_examples) / seconds if seconds > 0 else 0.0,
+            "tokens_per_s": (s.tokens - s.log_tokens) / seconds if seconds > 0 else 0.0,
         }
-        self.loss_sum, self.loss_count = 0.0, 0
+        s.loss_sum, s.loss_count = 0.0, 0
+        s.log_seconds, s.log_examples, s.log_tokens = s.train_seconds, s.examples, s.tokens
         return record
+
+
+def _split(batch: dict[str, torch.Tensor], parts: int) -> list[dict[str, torch.Tensor]]:
+    """Cut a right-padded batch into `parts` row chunks, each trimmed to its own longest row."""
+    if parts == 1:
+        return [batch]
+    rows = batch["input_ids"].shape[0]
+    size = math.ceil(rows / parts)
+    chunks = []
+    for start in range(0, rows, size):
+        chunk = {k: v[start : start + size] for k, v in batch.items()}
+        width = int(chunk["attention_mask"].sum(1).max())
+        chunks.append({k: v[:, :width] if v.dim() == 2 else v for k, v in chunk.items()})
+    return chunks
+
+
+def _write_checkpoint(
+    root: Path, point: dict[str, Any], cfg: Config, fingerprints: dict[str, str], model: Any, optimizer: Any,
+    scheduler: Any, accelerator: Any, best: BestKeeper, history: list[dict[str, Any]],
+) -> None:
+    """Each process adds its RNG state; the main process writes the rest and commits (see checkpoint.py)."""
+    step = point["progress"]["step"]
+    main = accelerator.is_main_process
+    try:
+        if main:
+            begin(root, step)
+        accelerator.wait_for_everyone()
+        tmp = staging_dir(root, step)
+        save_state(point["rng"], tmp / f"rng-{accelerator.process_index}.pt")
+        if main:
+            save_file({n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad},
+                      str(tmp / "model.safetensors"))
+            save_state(optimizer.state_dict(), tmp / "optimizer.pt")
+            save_state(point["scheduler"], tmp / "scheduler.pt")
+            if accelerator.scaler is not None:
+                save_state(accelerator.scaler.state_dict(), tmp / "scaler.pt")
+            (tmp / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
+            state = {
+                "progress": point["progress"],
+                "best": best.state(),
+                "history": [r for r in history if r.get("step", 0) <= step],
+                "fingerprints": fingerprints,
+                "num_processes": accelerator.num_processes,
+            }
+            (tmp / "state.json").write_text(json.dumps(state, indent=1), encoding="utf-8")
+        accelerator.wait_for_everyone()
+        if main:
+            commit(root, step)
+    except OSError as err:
+        abort(root, step)
+        previous = latest_valid(root)
+        raise CheckpointError(
+            f"could not write the checkpoint of step {step} in {root}: {err.strerror or err}. "
+            + (f"The previous checkpoint {previous.name} is intact; free space or fix permissions, then resume with --resume."
+               if previous else "No earlier checkpoint exists; free space or fix permissions and start again.")
+        ) from None
+
+
+def _restore_checkpoint(
+    folder: Path, state: dict[str, Any], model: Any, optimizer: Any, scheduler: Any, accelerator: Any, best: BestKeeper
+) -> tuple[Progress, list[dict[str, Any]]]:
+    """Load weights, optimizer, scheduler, scaler and this process's RNG from a verified checkpoint."""
+    if state["num_processes"] != accelerator.num_processes:
+        raise ConfigError(f"cannot resume {folder}: it was written by {state['num_processes']} processes, this run has "
+                          f"{accelerator.num_processes}; resume with the same number of processes")
+    _load_trainable(model, folder / "model.safetensors")
+    optimizer.load_state_dict(load_state(folder / "optimizer.pt"))
+    scheduler.load_state_dict(load_state(folder / "scheduler.pt"))
+    if accelerator.scaler is not None and (folder / "scaler.pt").exists():
+        accelerator.scaler.load_state_dict(load_state(folder / "scaler.pt"))
+    best.load(state["best"], folder.parent)
+    restore_rng(load_state(folder / f"rng-{accelerator.process_index}.pt"))
+    return Progress(**state["progress"]), state["history"]
+
+
+def _load_trainable(model: Any, path: Path) -> None:
+    saved = load_file(str(path))
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    if saved.keys() != params.keys():
+        missing, extra = sorted(params.keys() - saved.keys()), sorted(saved.keys() - params.keys())
+        raise CheckpointError(f"{path} does not fit this model: missing {missing[:5]}, unexpected {extra[:5]}")
+    with torch.no_grad():
+        for name, value in saved.items():
+            params[name].copy_(value)
+
+
+def _examples_record(examples: Examples) -> list[Any]:
+    return [examples.texts, examples.pairs, [str(v) for v in examples.labels]]
 
 
 class BestKeeper:
@@ -347,22 +633,40 @@ class BestKeeper:
         self.metrics: dict[str, Any] | None = None
         self.weights: dict[str, torch.Tensor] | None = None
         self.evals_without_gain = 0
+        self.should_stop = False  # early stopping says the run should end
 
     def update(self, step: int, metrics: dict[str, Any], model: torch.nn.Module) -> bool:
-        """Record one evaluation; True when early stopping says the run should end."""
+        """Record one evaluation; True when it is the best so far."""
         value = metrics.get(self.metric)
-        if value is not None and (
+        if value is not None and math.isfinite(value) and (
             self.value is None or (value > self.value if self.greater_is_better else value < self.value)
         ):
             self.value, self.step, self.metrics = value, step, metrics
             self.weights = _trainable_snapshot(model)
             self.evals_without_gain = 0
-            return False
+            return True
         self.evals_without_gain += 1
         if self.patience and self.evals_without_gain >= self.patience:
             log.info("early stopping: %s did not improve in %d evaluations", self.metric, self.evals_without_gain)
-            return True
+            self.should_stop = True
         return False
+
+    def state(self) -> dict[str, Any]:
+        return {"value": self.value, "step": self.step, "metrics": self.metrics,
+                "evals_without_gain": self.evals_without_gain, "should_stop": self.should_stop}
+
+    def load(self, state: dict[str, Any], checkpoints: Path) -> None:
+        """Restore the record; the best weights come from the checkpoint written at the best step."""
+        self.value, self.step, self.metrics = state["value"], state["step"], state["metrics"]
+        self.evals_without_gain, self.should_stop = state["evals_without_gain"], state["should_stop"]
+        if self.metrics is None:
+            return
+        folder = checkpoints / f"step-{self.step}"
+        try:
+            verify(folder)
+        except CheckpointError as err:
+            raise CheckpointError(f"the best model (step {self.step}) cannot be restored: {err}") from None
+        self.weights = load_file(str(folder / "model.safetensors"))
 
 
 def _trainable_snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
