@@ -375,3 +375,12 @@ def test_folder_that_is_not_a_saved_dataset(tmp_path):
 def test_corrupt_parquet(tmp_path):
     msg = data_error(write_bytes(tmp_path / "bad.parquet", b"this is not parquet"))
     assert "bad.parquet" in msg and "Parquet" in msg
+
+
+@pytest.mark.parametrize(("name", "content", "where"), [
+    ("dup.jsonl", '{"text": "a", "label": 1}\n{"text": "b", "label": 0, "text": "c"}\n', "line 2"),
+    ("dup.json", '[{"text": "a", "label": 1, "label": 0}]', "more than once"),
+])
+def test_duplicate_json_keys(tmp_path, name, content, where):
+    msg = data_error(write_text(tmp_path / name, content))
+    assert name in msg and where in msg and "more than once" in msg

@@ -132,11 +132,27 @@ def _check_records(p: Path, records: list[Any], places: list[int], word: str) ->
     return Table(str(p), columns, records, places, word)
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """object_pairs_hook: json would silently keep the last of two equal keys."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
 def _read_json(p: Path, text: str) -> Table:
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as err:
         raise DataError(f"{p}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}") from None
+    except _DuplicateKey as err:
+        raise DataError(f"{p}: an object names the key {str(err)!r} more than once") from None
     except RecursionError:
         raise DataError(f"{p}: invalid JSON: arrays or objects nested too deeply") from None
     if isinstance(data, dict) and data and all(isinstance(v, list) for v in data.values()):
@@ -158,9 +174,11 @@ def _read_jsonl(p: Path, text: str) -> Table:
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            records.append(json.loads(line, object_pairs_hook=_unique_keys))
         except json.JSONDecodeError as err:
             raise DataError(f"{p}: line {number} is not valid JSON (column {err.colno}: {err.msg})") from None
+        except _DuplicateKey as err:
+            raise DataError(f"{p}: line {number} names the key {str(err)!r} more than once") from None
         except RecursionError:
             raise DataError(f"{p}: line {number} is not valid JSON (arrays or objects nested too deeply)") from None
         places.append(number)
