@@ -58,7 +58,7 @@ def run_demo(output_dir: str = "runs/demo", progress: bool = True) -> TrainResul
     clf = load(result.output_dir)
     for text, pred in zip(EXAMPLES, clf.predict(EXAMPLES)):
         print(f"  {pred['label']:<9} {pred['probabilities'][pred['label']]:.2f}  {text}")
-    print(f"\nrun folder: {Path(result.output_dir)}  (config.yaml, metrics.json, metrics.jsonl, best/, final/)")
+    print(f"\nrun folder: {Path(result.output_dir)}  (config.yaml, metrics.json, metrics.jsonl, best/, final/, checkpoints/)")
     return result
 
 

@@ -63,15 +63,18 @@ def write(path, records):
         path.write_text(json.dumps(records), encoding="utf-8")
     elif ext in (".csv", ".tsv"):
         columns = sorted({k for r in records for k in r}) or ["text", "label"]
-        with path.open("w", newline="", encoding="utf-8") as f:
-            if ext == ".csv":
+        if ext == ".csv":
+            with path.open("w", newline="", encoding="utf-8") as f:
                 writer = csv.writer(f)
-            else:  # GLUE-style TSV: no quoting, so tabs and newlines inside cells are replaced
-                writer = csv.writer(f, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar=None, quotechar=None)
-                records = [{k: _cell(v).replace("\t", " ").replace("\n", " ").replace("\r", " ") for k, v in r.items()} for r in records]
-            writer.writerow(columns)
-            for r in records:
-                writer.writerow([_cell(r.get(c)) for c in columns])
+                writer.writerow(columns)
+                for r in records:
+                    writer.writerow([_cell(r.get(c)) for c in columns])
+        else:  # GLUE-style TSV: no quoting, so tabs and line breaks inside cells become spaces
+            def clean(v):
+                return _cell(v).replace("\t", " ").replace("\n", " ").replace("\r", " ")
+
+            lines = ["\t".join(columns)] + ["\t".join(clean(r.get(c)) for c in columns) for r in records]
+            path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     else:
         import pyarrow as pa
         import pyarrow.parquet as pq

@@ -282,11 +282,8 @@ def test_auto_batch_size_splits_batches_until_they_fit(tiny_models, toy_data, tm
 def test_split_batches_give_the_gradient_of_the_whole_batch(tiny_models):
     from accelerate import Accelerator
 
-    from lmtune.config import TrainConfig
-
-    model = lmtune.load  # noqa: F841  (the public API is not needed here)
+    from lmtune.config import ModelConfig, TrainConfig
     from lmtune.models.loading import load_classifier, load_tokenizer
-    from lmtune.config import ModelConfig
 
     mc = ModelConfig(name_or_path=str(tiny_models["bert"]))
     net = load_classifier(mc, load_tokenizer(mc), ["a", "b"], "single_label_classification").eval()

@@ -157,3 +157,17 @@ def test_bad_metric_and_loss_are_config_errors(tiny_models, toy_data, tmp_path):
     with pytest.raises(ConfigError, match="class_weights has 3 values"):
         lmtune.train(make_config(tiny_models["bert"], toy_data, tmp_path / "c", train={"class_weights": [1, 2, 3]}), progress=False)
     assert not any((tmp_path / d).exists() for d in "abc")
+
+
+@pytest.mark.parametrize("kind", ["bert", "gpt2"])
+def test_texts_longer_than_the_model_takes_are_truncated_and_counted(kind, tiny_models, toy_data, tmp_path):
+    """The tiny models take 64 positions; model.max_length asks for 256; some texts have 300 words."""
+    rng = random.Random(3)
+    rows = [{"text": toy_sentence(rng, i % 2 == 0) + (" movie" * 300 if i % 10 == 0 else ""), "label": ["neg", "pos"][i % 2 == 0]}
+            for i in range(80)]
+    files = {"train": write_csv(tmp_path / "long.csv", rows), "validation": toy_data["validation"]}
+    cfg = make_config(tiny_models[kind], files, tmp_path / "run", train={"epochs": 1})
+    cfg["model"]["max_length"] = 256
+    lmtune.train(cfg, progress=False)
+    log_text = (tmp_path / "run" / "train.log").read_text()
+    assert "train: 8 of 80 examples reached max_length=64 and were truncated" in log_text

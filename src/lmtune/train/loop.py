@@ -11,6 +11,7 @@ import copy
 import gc
 import json
 import logging
+import logging.handlers
 import math
 import os
 import shutil
@@ -146,6 +147,19 @@ def _setup(cfg: Config) -> tuple[Any, Any, ClassificationData, Any]:
 
 def train(config: Config | dict | str | Path, *, progress: bool = True) -> TrainResult:
     """Fine-tune a model as the config says; returns the final metrics and where the run was written."""
+    # Messages from before the run folder exists (data checks, truncation counts) are held back
+    # and written to train.log once it does.
+    early = logging.handlers.BufferingHandler(capacity=10_000)
+    log.addHandler(early)
+    if log.level == logging.NOTSET:
+        log.setLevel(logging.INFO)
+    try:
+        return _train(config, progress, early)
+    finally:
+        log.removeHandler(early)
+
+
+def _train(config: Config | dict | str | Path, progress: bool, early: logging.handlers.BufferingHandler) -> TrainResult:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -223,6 +237,9 @@ def train(config: Config | dict | str | Path, *, progress: bool = True) -> Train
     accelerator.wait_for_everyone()
     file_log = logging.FileHandler(out / "train.log", encoding="utf-8") if main else logging.NullHandler()
     file_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.removeHandler(early)
+    for record in early.buffer:
+        file_log.handle(record)
     log.addHandler(file_log)
 
     def only_warnings(record: logging.LogRecord) -> bool:
