@@ -29,6 +29,8 @@ from lmtune.errors import CheckpointError, ConfigError, TrainingError
 from lmtune.train import checkpoint as ckpt
 
 loop = importlib.import_module("lmtune.train.loop")
+run_state = importlib.import_module("lmtune.train.state")
+step_module = importlib.import_module("lmtune.train.step")
 
 TRAIN = {"epochs": 2, "log_every_n_steps": 1, "save_every_n_steps": 1, "keep_last_checkpoints": 100}
 
@@ -87,7 +89,7 @@ def test_resume_without_restoring_the_rng_differs(reference, tiny_models, toy_da
     """Negative control: the equality above depends on the RNG restore (dropout is on)."""
     ref = reference[(1, 0)]
     copy_checkpoint(ref, 7, tmp_path / "run")
-    monkeypatch.setattr(loop, "restore_rng", lambda state: None)
+    monkeypatch.setattr(run_state, "restore_rng", lambda state: None)
     lmtune.train({**config(tiny_models, toy_data, tmp_path / "run"), "resume": "auto"}, progress=False)
     ours, theirs = train_losses(tmp_path / "run"), train_losses(ref)
     assert ours[:7] == theirs[:7] and ours[7:] != theirs[7:]
@@ -239,7 +241,7 @@ def test_a_streak_of_non_finite_steps_stops_with_the_checkpoint_before_it(refere
 
 
 def test_disk_full_while_saving_keeps_the_previous_checkpoint(tiny_models, toy_data, tmp_path, monkeypatch):
-    real = loop.save_state
+    real = run_state.save_state
     calls = {"optimizer": 0}
 
     def save_state(obj, path):
@@ -251,7 +253,7 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(tiny_models, toy_d
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         real(obj, path)
 
-    monkeypatch.setattr(loop, "save_state", save_state)
+    monkeypatch.setattr(run_state, "save_state", save_state)
     cfg = config(tiny_models, toy_data, tmp_path / "run", save_every_n_steps=4, keep_last_checkpoints=1)
     with pytest.raises(CheckpointError, match="No space left on device") as err:
         lmtune.train(cfg, progress=False)
@@ -259,7 +261,7 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(tiny_models, toy_d
     root = tmp_path / "run" / "checkpoints"
     assert [p.name for p in root.iterdir()] == ["step-4"]  # no staging folder left behind
     ckpt.verify(root / "step-4")
-    monkeypatch.setattr(loop, "save_state", real)
+    monkeypatch.setattr(run_state, "save_state", real)
     result = lmtune.train({**cfg, "resume": "auto"}, progress=False)
     assert result.metrics["steps"] == 30
 
@@ -295,8 +297,8 @@ def test_split_batches_give_the_gradient_of_the_whole_batch(tiny_models):
     grads = []
     for splits in (1, 4):
         net.zero_grad()
-        state = loop.Progress(splits=splits)
-        stepper = loop.Stepper(net, None, None, torch.nn.functional.cross_entropy, Accelerator(cpu=True), TrainConfig(), state)
+        state = step_module.Progress(splits=splits)
+        stepper = step_module.Stepper(net, None, None, torch.nn.functional.cross_entropy, Accelerator(cpu=True), TrainConfig(), state)
         net.eval()  # no dropout: the two ways must agree to rounding
         stepper._forward_backward([batch])
         grads.append({n: p.grad.clone() for n, p in net.named_parameters()})
@@ -390,3 +392,16 @@ def test_a_pickle_that_would_run_code_is_refused(tiny_models, toy_data, tmp_path
 def test_resume_auto_without_a_checkpoint_starts_fresh(tiny_models, toy_data, tmp_path):
     cfg = {**config(tiny_models, toy_data, tmp_path / "run", save_every_n_steps=1000), "resume": "auto"}
     assert lmtune.train(cfg, progress=False).metrics["steps"] == 30
+
+
+def test_a_second_signal_stops_at_once():
+    from lmtune.train.signals import StopRequest
+
+    with StopRequest() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # the handler runs between bytecodes of the main thread
+        assert stop.signal_number == signal.SIGINT  # the first: noted, the loop will checkpoint
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored

@@ -6,43 +6,39 @@ folder is created, so a bad input leaves nothing behind.
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import gc
 import json
 import logging
 import logging.handlers
 import math
 import os
 import shutil
+import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from lmtune.config import LOWER_IS_BETTER, Config, build_config, load_config
 from lmtune.data.batching import EncodedDataset, LengthGroupedBatchSampler, PadCollator, encode_texts
 from lmtune.data.classification import ClassificationData, Examples, LabelSpace, load_classification_data
-from lmtune.errors import CheckpointError, ConfigError, Interrupted, TrainingError
-from lmtune.eval.evaluate import model_inputs, predict_scores, score
+from lmtune.errors import ConfigError, Interrupted, TrainingError
+from lmtune.eval.evaluate import predict_scores, score
 from lmtune.models.first_token import trim_last_block
 from lmtune.models.freeze import apply_freeze, apply_full
 from lmtune.models.loading import count_parameters, effective_max_length, load_classifier, load_tokenizer
 from lmtune.models.lora import apply_lora
 from lmtune.models.parts import find_parts
 from lmtune.models.saving import save_model, write_json
+from lmtune.train.checkpoint import checkpoints_dir, clean_leftovers, rotate
 from lmtune.train.losses import build_loss
-from lmtune.train.checkpoint import (
-    abort, begin, checkpoints_dir, clean_leftovers, commit, latest_valid, load_state, restore_rng, rng_state, rotate,
-    save_state, staging_dir, verify,
-)
 from lmtune.train.optim import build_optimizer, build_scheduler, parameter_groups
 from lmtune.train.resume import check_compatible, find_checkpoint, fingerprint, saved_config
 from lmtune.train.signals import StopRequest
+from lmtune.train.state import BestKeeper, restore_checkpoint, restore_trainable, write_checkpoint
+from lmtune.train.step import Progress, Stepper, boundary
 
 log = logging.getLogger("lmtune")
 
@@ -227,7 +223,7 @@ def _train(config: Config | dict | str | Path, progress: bool, early: logging.ha
     best = BestKeeper(metric_name, greater_is_better, cfg.eval.early_stopping_patience)
     history: list[dict[str, Any]] = []
     if resume_from is not None:
-        state, history = _restore_checkpoint(resume_from, resumed_state, unwrapped, optimizer, scheduler, accelerator, best)
+        state, history = restore_checkpoint(resume_from, resumed_state, unwrapped, optimizer, scheduler, accelerator, best)
     if main:
         prepare_output_dir(cfg, keep=in_place)
         (out / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
@@ -279,7 +275,7 @@ def _train(config: Config | dict | str | Path, progress: bool, early: logging.ha
 
         def save_checkpoint(point: dict[str, Any]) -> None:
             """Write the weights and optimizer as they are now, with the counters and RNG of `point`."""
-            _write_checkpoint(ckpt_root, point, cfg, fingerprints, unwrapped, optimizer, scheduler, accelerator, best, run_log.records)
+            write_checkpoint(ckpt_root, point, cfg, fingerprints, unwrapped, optimizer, scheduler, accelerator, best, run_log.records)
             if main:
                 rotate(ckpt_root, tc.keep_last_checkpoints, {best.step} if best.step else set())
             accelerator.wait_for_everyone()
@@ -309,7 +305,7 @@ def _train(config: Config | dict | str | Path, progress: bool, early: logging.ha
                     seen = state.batches_in_epoch + len(group)
                     if len(group) < tc.gradient_accumulation_steps and seen < batches_per_epoch:
                         continue
-                    point = _point(state, scheduler)
+                    point = boundary(state, scheduler)
                     started = time.perf_counter()
                     try:
                         stepper.step(group, point)
@@ -342,15 +338,18 @@ def _train(config: Config | dict | str | Path, progress: bool, early: logging.ha
                     if end_of_epoch:
                         state.epoch, state.batches_in_epoch = state.epoch + 1, 0
                     by_steps = tc.save_every_n_steps and state.step % tc.save_every_n_steps == 0
-                    if checkpoints and (by_steps or end_of_epoch or new_best or stop or stop_request.signal_number):
+                    signal_number = stop_request.signal_number or 0
+                    if accelerator.num_processes > 1:  # all processes stop at the same step
+                        signal_number = int(accelerator.reduce(torch.tensor(signal_number, device=accelerator.device), "max").item())
+                    if checkpoints and (by_steps or end_of_epoch or new_best or stop or signal_number):
                         # Within a run of non-finite steps the weights have not moved: keep its start.
-                        save_checkpoint(stepper.streak_start if state.bad_streak else _point(state, scheduler))
-                    if stop_request.signal_number:
+                        save_checkpoint(stepper.streak_start if state.bad_streak else boundary(state, scheduler))
+                    if signal_number:
                         where = f"a checkpoint of step {state.step} is in {ckpt_root}" if checkpoints else "no checkpoint was written (train.keep_last_checkpoints=0)"
                         raise Interrupted(
-                            f"stopped by {stop_request.name} at step {state.step} of {total_steps}; {where}. "
+                            f"stopped by {signal.Signals(signal_number).name} at step {state.step} of {total_steps}; {where}. "
                             f"Resume with: lmtune train CONFIG --resume (output.dir={out})",
-                            stop_request.signal_number,
+                            signal_number,
                         )
                     if stop:
                         break
@@ -363,7 +362,7 @@ def _train(config: Config | dict | str | Path, progress: bool, early: logging.ha
         if cfg.output.save_final and main:
             save_model(unwrapped, tokenizer, meta, out / "final")
         if best.weights is not None:
-            _restore(unwrapped, best.weights)
+            restore_trainable(unwrapped, best.weights)
         if main:
             save_model(unwrapped, tokenizer, meta, out / "best")
         if main and cfg.output.merge_lora and cfg.method.name == "lora":
@@ -399,303 +398,8 @@ def _train(config: Config | dict | str | Path, progress: bool, early: logging.ha
         file_log.close()
 
 
-@dataclass
-class Progress:
-    """Where a run stands: what a checkpoint saves besides tensors, and a resume restores."""
-
-    step: int = 0  # optimizer steps done (skipped non-finite steps included)
-    epoch: int = 0
-    batches_in_epoch: int = 0  # micro-batches this process has consumed in the current epoch
-    examples: int = 0
-    tokens: int = 0  # non-pad tokens trained on
-    loss_sum: float = 0.0  # since the last train log record
-    loss_count: int = 0
-    train_seconds: float = 0.0
-    log_seconds: float = 0.0  # train_seconds at the last log record
-    log_examples: int = 0
-    log_tokens: int = 0
-    bad_steps: int = 0  # steps skipped for a non-finite loss or gradient
-    bad_streak: int = 0
-    splits: int = 1  # each micro-batch is cut into this many chunks (train.auto_batch_size)
-
-
-def _point(state: Progress, scheduler: Any) -> dict[str, Any]:
-    """A step boundary: counters, scheduler and RNG. With the weights of that moment, a checkpoint."""
-    return {"progress": asdict(state), "scheduler": copy.deepcopy(scheduler.state_dict()), "rng": rng_state()}
-
-
-def _oom(err: BaseException) -> bool:
-    if isinstance(err, torch.OutOfMemoryError):
-        return True
-    text = str(err).lower()
-    return isinstance(err, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
-
-
-class Stepper:
-    """One optimizer step over a group of micro-batches: forward, loss, backward, clip, update.
-
-    Guards: a non-finite loss or gradient skips the update (and `train.max_bad_steps` in a row
-    stop the run); out of memory either stops with advice or, with `train.auto_batch_size`,
-    replays the step with each micro-batch cut in halves, which leaves the gradient unchanged.
-    """
-
-    def __init__(self, model: Any, optimizer: Any, scheduler: Any, loss_fn: Any, accelerator: Any, tc: Any, state: Progress):
-        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
-        self.loss_fn, self.accelerator, self.tc, self.state = loss_fn, accelerator, tc, state
-        self.streak_start: dict[str, Any] | None = None  # the point before the first bad step in a row
-        self.model.train()
-
-    def step(self, group: list[dict[str, torch.Tensor]], point: dict[str, Any]) -> None:
-        while True:
-            try:
-                loss = self._forward_backward(group)
-                break
-            except Exception as err:
-                if not _oom(err):
-                    raise
-                self.optimizer.zero_grad(set_to_none=True)
-                self._out_of_memory(group, err)
-                restore_rng(point["rng"])  # the replay draws the same dropout masks
-        norm = self._gradient_norm()
-        bad = not (math.isfinite(loss) and math.isfinite(norm))
-        if self.accelerator.num_processes > 1:  # every process must take the same decision
-            bad = bool(self.accelerator.reduce(torch.tensor(float(bad), device=self.accelerator.device), "max").item())
-        s = self.state
-        if bad:
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scheduler.step()  # the data was used: the schedule moves on, the weights do not
-            s.bad_steps += 1
-            s.bad_streak += 1
-            if s.bad_streak == 1:
-                self.streak_start = point
-            log.warning("step %d: non-finite %s; update skipped (%d in a row)", s.step + 1,
-                        f"loss ({loss})" if not math.isfinite(loss) else f"gradient norm ({norm})", s.bad_streak)
-            if s.bad_streak >= self.tc.max_bad_steps:
-                first = self.streak_start["progress"]["step"]
-                raise TrainingError(
-                    f"{s.bad_streak} steps in a row (from step {first + 1}) had a non-finite loss or gradient, so the run "
-                    f"stopped; the checkpoint of step {first} holds the weights from before. Likely causes: a learning rate too "
-                    f"high for this model (train.learning_rate={self.tc.learning_rate:g}: try 10x lower), fp16 overflow "
-                    f"(train.precision={self.tc.precision}: try bf16 or fp32), no gradient clipping "
-                    f"(train.max_grad_norm={self.tc.max_grad_norm}), or extreme target values. "
-                    f"Resume with --resume --allow-changes after changing them"
-                )
-        else:
-            self.optimizer.step()
-            self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            s.bad_streak = 0
-            self.streak_start = None
-            s.loss_sum += loss
-            s.loss_count += 1
-        s.step += 1
-        s.batches_in_epoch += len(group)
-        s.examples += sum(b["input_ids"].shape[0] for b in group)
-        s.tokens += sum(int(b["attention_mask"].sum()) for b in group)
-
-    def _forward_backward(self, group: list[dict[str, torch.Tensor]]) -> float:
-        """Backward over every chunk of every micro-batch; returns the step's loss (mean of micro-batch means)."""
-        chunks = [(c, c["input_ids"].shape[0] / b["input_ids"].shape[0]) for b in group for c in _split(b, self.state.splits)]
-        total = 0.0
-        for i, (chunk, share) in enumerate(chunks):
-            last = i == len(chunks) - 1  # gradients are synchronised across processes once, at the end
-            with contextlib.nullcontext() if last else self.accelerator.no_sync(self.model):
-                logits = self.model(**model_inputs(chunk)).logits  # (B, num_labels)
-                loss = self.loss_fn(logits, chunk["target"]) * (share / len(group))
-                self.accelerator.backward(loss)
-            total += float(loss.detach())
-        return total
-
-    def _gradient_norm(self) -> float:
-        if self.tc.max_grad_norm is not None:
-            return float(self.accelerator.clip_grad_norm_(self.model.parameters(), self.tc.max_grad_norm))
-        if self.tc.precision == "fp16":
-            return 0.0  # the gradient scaler skips steps with inf/nan gradients itself
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        return float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
-
-    def _out_of_memory(self, group: list[dict[str, torch.Tensor]], err: BaseException) -> None:
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        rows = max(b["input_ids"].shape[0] for b in group)
-        width = max(b["input_ids"].shape[1] for b in group)
-        chunk = math.ceil(rows / self.state.splits)
-        if self.tc.auto_batch_size and chunk > 1:
-            self.state.splits *= 2
-            log.warning("out of memory on %d examples x %d tokens: retrying the step with micro-batches of %d "
-                        "(the effective batch is unchanged)", chunk, width, math.ceil(rows / self.state.splits))
-            return
-        advice = ("even single examples do not fit: lower model.max_length or use a smaller model or method lora"
-                  if chunk <= 1 else
-                  "lower train.batch_size and raise train.gradient_accumulation_steps to keep the effective batch, "
-                  "lower model.max_length, or set train.auto_batch_size=true to split batches automatically")
-        raise TrainingError(
-            f"out of memory at step {self.state.step + 1} on a micro-batch of {chunk} examples x {width} tokens "
-            f"(train.batch_size={self.tc.batch_size}, max_length {width} here): {advice}. ({str(err).splitlines()[0]})"
-        ) from None
-
-    def log_record(self, epoch: float) -> dict[str, Any]:
-        s = self.state
-        seconds = s.train_seconds - s.log_seconds
-        record = {
-            "type": "train",
-            "step": s.step,
-            "epoch": round(epoch, 4),
-            "loss": s.loss_sum / s.loss_count if s.loss_count else None,  # None: every step since the last record was skipped
-            "learning_rate": self.scheduler.get_last_lr()[0],
-            "examples_per_s": (s.examples - s.log_examples) / seconds if seconds > 0 else 0.0,
-            "tokens_per_s": (s.tokens - s.log_tokens) / seconds if seconds > 0 else 0.0,
-        }
-        s.loss_sum, s.loss_count = 0.0, 0
-        s.log_seconds, s.log_examples, s.log_tokens = s.train_seconds, s.examples, s.tokens
-        return record
-
-
-def _split(batch: dict[str, torch.Tensor], parts: int) -> list[dict[str, torch.Tensor]]:
-    """Cut a right-padded batch into `parts` row chunks, each trimmed to its own longest row."""
-    if parts == 1:
-        return [batch]
-    rows = batch["input_ids"].shape[0]
-    size = math.ceil(rows / parts)
-    chunks = []
-    for start in range(0, rows, size):
-        chunk = {k: v[start : start + size] for k, v in batch.items()}
-        width = int(chunk["attention_mask"].sum(1).max())
-        chunks.append({k: v[:, :width] if v.dim() == 2 else v for k, v in chunk.items()})
-    return chunks
-
-
-def _write_checkpoint(
-    root: Path, point: dict[str, Any], cfg: Config, fingerprints: dict[str, str], model: Any, optimizer: Any,
-    scheduler: Any, accelerator: Any, best: BestKeeper, history: list[dict[str, Any]],
-) -> None:
-    """Each process adds its RNG state; the main process writes the rest and commits (see checkpoint.py)."""
-    step = point["progress"]["step"]
-    main = accelerator.is_main_process
-    try:
-        if main:
-            begin(root, step)
-        accelerator.wait_for_everyone()
-        tmp = staging_dir(root, step)
-        save_state(point["rng"], tmp / f"rng-{accelerator.process_index}.pt")
-        if main:
-            save_file({n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad},
-                      str(tmp / "model.safetensors"))
-            save_state(optimizer.state_dict(), tmp / "optimizer.pt")
-            save_state(point["scheduler"], tmp / "scheduler.pt")
-            if accelerator.scaler is not None:
-                save_state(accelerator.scaler.state_dict(), tmp / "scaler.pt")
-            (tmp / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
-            state = {
-                "progress": point["progress"],
-                "best": best.state(),
-                "history": [r for r in history if r.get("step", 0) <= step],
-                "fingerprints": fingerprints,
-                "num_processes": accelerator.num_processes,
-            }
-            (tmp / "state.json").write_text(json.dumps(state, indent=1), encoding="utf-8")
-        accelerator.wait_for_everyone()
-        if main:
-            commit(root, step)
-    except OSError as err:
-        abort(root, step)
-        previous = latest_valid(root)
-        raise CheckpointError(
-            f"could not write the checkpoint of step {step} in {root}: {err.strerror or err}. "
-            + (f"The previous checkpoint {previous.name} is intact; free space or fix permissions, then resume with --resume."
-               if previous else "No earlier checkpoint exists; free space or fix permissions and start again.")
-        ) from None
-
-
-def _restore_checkpoint(
-    folder: Path, state: dict[str, Any], model: Any, optimizer: Any, scheduler: Any, accelerator: Any, best: BestKeeper
-) -> tuple[Progress, list[dict[str, Any]]]:
-    """Load weights, optimizer, scheduler, scaler and this process's RNG from a verified checkpoint."""
-    if state["num_processes"] != accelerator.num_processes:
-        raise ConfigError(f"cannot resume {folder}: it was written by {state['num_processes']} processes, this run has "
-                          f"{accelerator.num_processes}; resume with the same number of processes")
-    _load_trainable(model, folder / "model.safetensors")
-    optimizer.load_state_dict(load_state(folder / "optimizer.pt"))
-    scheduler.load_state_dict(load_state(folder / "scheduler.pt"))
-    if accelerator.scaler is not None and (folder / "scaler.pt").exists():
-        accelerator.scaler.load_state_dict(load_state(folder / "scaler.pt"))
-    best.load(state["best"], folder.parent)
-    restore_rng(load_state(folder / f"rng-{accelerator.process_index}.pt"))
-    return Progress(**state["progress"]), state["history"]
-
-
-def _load_trainable(model: Any, path: Path) -> None:
-    saved = load_file(str(path))
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    if saved.keys() != params.keys():
-        missing, extra = sorted(params.keys() - saved.keys()), sorted(saved.keys() - params.keys())
-        raise CheckpointError(f"{path} does not fit this model: missing {missing[:5]}, unexpected {extra[:5]}")
-    with torch.no_grad():
-        for name, value in saved.items():
-            params[name].copy_(value)
-
-
 def _examples_record(examples: Examples) -> list[Any]:
     return [examples.texts, examples.pairs, [str(v) for v in examples.labels]]
-
-
-class BestKeeper:
-    """Keeps the weights of the best evaluation so far, and says when to stop early."""
-
-    def __init__(self, metric: str, greater_is_better: bool, patience: int | None):
-        self.metric, self.greater_is_better, self.patience = metric, greater_is_better, patience
-        self.value: float | None = None
-        self.step = 0
-        self.metrics: dict[str, Any] | None = None
-        self.weights: dict[str, torch.Tensor] | None = None
-        self.evals_without_gain = 0
-        self.should_stop = False  # early stopping says the run should end
-
-    def update(self, step: int, metrics: dict[str, Any], model: torch.nn.Module) -> bool:
-        """Record one evaluation; True when it is the best so far."""
-        value = metrics.get(self.metric)
-        if value is not None and math.isfinite(value) and (
-            self.value is None or (value > self.value if self.greater_is_better else value < self.value)
-        ):
-            self.value, self.step, self.metrics = value, step, metrics
-            self.weights = _trainable_snapshot(model)
-            self.evals_without_gain = 0
-            return True
-        self.evals_without_gain += 1
-        if self.patience and self.evals_without_gain >= self.patience:
-            log.info("early stopping: %s did not improve in %d evaluations", self.metric, self.evals_without_gain)
-            self.should_stop = True
-        return False
-
-    def state(self) -> dict[str, Any]:
-        return {"value": self.value, "step": self.step, "metrics": self.metrics,
-                "evals_without_gain": self.evals_without_gain, "should_stop": self.should_stop}
-
-    def load(self, state: dict[str, Any], checkpoints: Path) -> None:
-        """Restore the record; the best weights come from the checkpoint written at the best step."""
-        self.value, self.step, self.metrics = state["value"], state["step"], state["metrics"]
-        self.evals_without_gain, self.should_stop = state["evals_without_gain"], state["should_stop"]
-        if self.metrics is None:
-            return
-        folder = checkpoints / f"step-{self.step}"
-        try:
-            verify(folder)
-        except CheckpointError as err:
-            raise CheckpointError(f"the best model (step {self.step}) cannot be restored: {err}") from None
-        self.weights = load_file(str(folder / "model.safetensors"))
-
-
-def _trainable_snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Only trainable tensors change during training, so only they are copied for the best model."""
-    return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
-
-
-@torch.no_grad()
-def _restore(model: torch.nn.Module, snapshot: dict[str, torch.Tensor]) -> None:
-    params = dict(model.named_parameters())
-    for name, value in snapshot.items():
-        params[name].copy_(value)
 
 
 def _base_model_record(cfg: Config) -> dict[str, Any]:

@@ -43,7 +43,3 @@ class StopRequest:
             "%s received: finishing the current step, then saving a checkpoint (send it again to stop at once)",
             signal.Signals(signum).name,
         )
-
-    @property
-    def name(self) -> str:
-        return signal.Signals(self.signal_number).name if self.signal_number else ""

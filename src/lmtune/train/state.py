@@ -1,0 +1,149 @@
+"""The state of a run that outlives the process: the best model so far, and checkpoints of the whole run."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from lmtune.config import Config
+from lmtune.errors import CheckpointError, ConfigError
+from lmtune.train.checkpoint import (
+    abort, begin, commit, latest_valid, load_state, restore_rng, save_state, staging_dir, verify,
+)
+from lmtune.train.step import Progress
+
+log = logging.getLogger("lmtune")
+
+
+class BestKeeper:
+    """Keeps the weights of the best evaluation so far, and says when to stop early."""
+
+    def __init__(self, metric: str, greater_is_better: bool, patience: int | None):
+        self.metric, self.greater_is_better, self.patience = metric, greater_is_better, patience
+        self.value: float | None = None
+        self.step = 0
+        self.metrics: dict[str, Any] | None = None
+        self.weights: dict[str, torch.Tensor] | None = None
+        self.evals_without_gain = 0
+        self.should_stop = False  # early stopping says the run should end
+
+    def update(self, step: int, metrics: dict[str, Any], model: torch.nn.Module) -> bool:
+        """Record one evaluation; True when it is the best so far."""
+        value = metrics.get(self.metric)
+        if value is not None and math.isfinite(value) and (
+            self.value is None or (value > self.value if self.greater_is_better else value < self.value)
+        ):
+            self.value, self.step, self.metrics = value, step, metrics
+            self.weights = trainable_snapshot(model)
+            self.evals_without_gain = 0
+            return True
+        self.evals_without_gain += 1
+        if self.patience and self.evals_without_gain >= self.patience:
+            log.info("early stopping: %s did not improve in %d evaluations", self.metric, self.evals_without_gain)
+            self.should_stop = True
+        return False
+
+    def state(self) -> dict[str, Any]:
+        return {"value": self.value, "step": self.step, "metrics": self.metrics,
+                "evals_without_gain": self.evals_without_gain, "should_stop": self.should_stop}
+
+    def load(self, state: dict[str, Any], checkpoints: Path) -> None:
+        """Restore the record; the best weights come from the checkpoint written at the best step."""
+        self.value, self.step, self.metrics = state["value"], state["step"], state["metrics"]
+        self.evals_without_gain, self.should_stop = state["evals_without_gain"], state["should_stop"]
+        if self.metrics is None:
+            return
+        folder = checkpoints / f"step-{self.step}"
+        try:
+            verify(folder)
+        except CheckpointError as err:
+            raise CheckpointError(f"the best model (step {self.step}) cannot be restored: {err}") from None
+        self.weights = load_file(str(folder / "model.safetensors"))
+
+
+def trainable_snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Only trainable tensors change during training, so only they are copied for the best model."""
+    return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
+
+
+@torch.no_grad()
+def restore_trainable(model: torch.nn.Module, snapshot: dict[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    for name, value in snapshot.items():
+        params[name].copy_(value)
+
+
+def write_checkpoint(
+    root: Path, point: dict[str, Any], cfg: Config, fingerprints: dict[str, str], model: Any, optimizer: Any,
+    scheduler: Any, accelerator: Any, best: BestKeeper, history: list[dict[str, Any]],
+) -> None:
+    """Each process adds its RNG state; the main process writes the rest and commits (see checkpoint.py)."""
+    step = point["progress"]["step"]
+    main = accelerator.is_main_process
+    try:
+        if main:
+            begin(root, step)
+        accelerator.wait_for_everyone()
+        tmp = staging_dir(root, step)
+        save_state(point["rng"], tmp / f"rng-{accelerator.process_index}.pt")
+        if main:
+            save_file({n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad},
+                      str(tmp / "model.safetensors"))
+            save_state(optimizer.state_dict(), tmp / "optimizer.pt")
+            save_state(point["scheduler"], tmp / "scheduler.pt")
+            if accelerator.scaler is not None:
+                save_state(accelerator.scaler.state_dict(), tmp / "scaler.pt")
+            (tmp / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
+            state = {
+                "progress": point["progress"],
+                "best": best.state(),
+                "history": [r for r in history if r.get("step", 0) <= step],
+                "fingerprints": fingerprints,
+                "num_processes": accelerator.num_processes,
+            }
+            (tmp / "state.json").write_text(json.dumps(state, indent=1), encoding="utf-8")
+        accelerator.wait_for_everyone()
+        if main:
+            commit(root, step)
+    except OSError as err:
+        abort(root, step)
+        previous = latest_valid(root)
+        raise CheckpointError(
+            f"could not write the checkpoint of step {step} in {root}: {err.strerror or err}. "
+            + (f"The previous checkpoint {previous.name} is intact; free space or fix permissions, then resume with --resume."
+               if previous else "No earlier checkpoint exists; free space or fix permissions and start again.")
+        ) from None
+
+
+def restore_checkpoint(
+    folder: Path, state: dict[str, Any], model: Any, optimizer: Any, scheduler: Any, accelerator: Any, best: BestKeeper
+) -> tuple[Progress, list[dict[str, Any]]]:
+    """Load weights, optimizer, scheduler, scaler and this process's RNG from a verified checkpoint."""
+    if state["num_processes"] != accelerator.num_processes:
+        raise ConfigError(f"cannot resume {folder}: it was written by {state['num_processes']} processes, this run has "
+                          f"{accelerator.num_processes}; resume with the same number of processes")
+    load_trainable(model, folder / "model.safetensors")
+    optimizer.load_state_dict(load_state(folder / "optimizer.pt"))
+    scheduler.load_state_dict(load_state(folder / "scheduler.pt"))
+    if accelerator.scaler is not None and (folder / "scaler.pt").exists():
+        accelerator.scaler.load_state_dict(load_state(folder / "scaler.pt"))
+    best.load(state["best"], folder.parent)
+    restore_rng(load_state(folder / f"rng-{accelerator.process_index}.pt"))
+    return Progress(**state["progress"]), state["history"]
+
+
+def load_trainable(model: Any, path: Path) -> None:
+    saved = load_file(str(path))
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    if saved.keys() != params.keys():
+        missing, extra = sorted(params.keys() - saved.keys()), sorted(saved.keys() - params.keys())
+        raise CheckpointError(f"{path} does not fit this model: missing {missing[:5]}, unexpected {extra[:5]}")
+    with torch.no_grad():
+        for name, value in saved.items():
+            params[name].copy_(value)
