@@ -47,18 +47,9 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         self.shuffle = shuffle
         self.group_size = group_size
         self.epoch = 0
-        self.skip: tuple[int, int] | None = None  # (epoch, batches) left out at the start of that epoch
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
-
-    def skip_batches(self, epoch: int, batches: int) -> None:
-        """Leave out the first batches of this epoch: where a resumed run left off.
-
-        Tied to the epoch rather than to one iteration: a loader with workers makes its sampler
-        iterator twice when it starts.
-        """
-        self.skip = (epoch, batches)
 
     def batches(self) -> list[list[int]]:
         order = list(range(len(self.lengths)))
@@ -76,8 +67,7 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
-        skip = self.skip[1] if self.skip is not None and self.skip[0] == self.epoch else 0
-        return iter(self.batches()[skip:])
+        return iter(self.batches())
 
     def __len__(self) -> int:
         return (len(self.lengths) + self.batch_size - 1) // self.batch_size

@@ -295,12 +295,15 @@ def _train(config: Config | dict | str | Path, progress: bool, early: logging.ha
         bar = tqdm(total=total_steps, initial=state.step, disable=None if progress and main else True, desc="train", dynamic_ncols=True)
         with StopRequest() as stop_request:
             while not stop and state.epoch < tc.epochs:
+                # Resuming mid-epoch: leave out this process's batches already trained on. Skipping
+                # happens on batch indices after sharding (nothing is collated), so every process
+                # gets exactly the batches it would have had.
+                loader = accelerator.skip_first_batches(train_loader, state.batches_in_epoch) if state.batches_in_epoch else train_loader
                 # Accelerate's loader passes its own epoch count to the sampler when iteration starts: set both.
-                train_loader.set_epoch(state.epoch)
+                loader.set_epoch(state.epoch)
                 train_sampler.set_epoch(state.epoch)
-                train_sampler.skip_batches(state.epoch, state.batches_in_epoch * accelerator.num_processes)
                 group: list[dict[str, torch.Tensor]] = []
-                for batch in train_loader:
+                for batch in loader:
                     group.append(batch)
                     seen = state.batches_in_epoch + len(group)
                     if len(group) < tc.gradient_accumulation_steps and seen < batches_per_epoch:
