@@ -1,0 +1,171 @@
+"""Data for generative tasks: instruction, chat and QA records as conversations; raw text as blocks.
+
+Formats (each row of a CSV, TSV, JSON, JSONL or Parquet file, or a saved datasets folder):
+- `alpaca`: `instruction`, optional `input` (appended to the instruction after a blank line),
+  `output`, optional `system`, optional `history` (earlier `[user, assistant]` pairs).
+- `messages`: a `messages` list of `{role, content}` (OpenAI style), or a ShareGPT
+  `conversations` list of `{from, value}` (`human`/`user`, `gpt`/`assistant`, `system`).
+- SQuAD JSON (`{"data": [{"paragraphs": [{"context", "qas": [...]}]}]}`): one conversation per
+  question, the user turn holding context and question, the assistant turn the first answer;
+  every reference answer is kept for scoring.
+- `text`: documents (a text column, or a .txt file as one document), tokenized, joined with EOS
+  and cut into blocks for next-token training on every token.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lmtune.data.chat import check_messages
+from lmtune.data.readers import Table, read_table
+from lmtune.errors import DataError
+
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "model": "assistant",
+                  "system": "system"}
+
+
+@dataclass
+class Conversations:
+    source: str
+    messages: list[list[dict[str, str]]]
+    references: list[list[str]] = field(default_factory=list)  # all accepted answers (SQuAD), else empty
+
+
+def load_conversations(path: str, fmt: str, columns: dict[str, str] | None = None) -> Conversations:
+    """Read `alpaca`, `messages` or SQuAD data; every problem is a DataError naming file and row."""
+    if Path(path).suffix.lower() == ".json" and _is_squad(Path(path)):
+        return read_squad(Path(path))
+    table = read_table(path)
+    if not table.rows:
+        raise DataError(f"{table.source}: holds no data rows")
+    names = {"instruction": "instruction", "input": "input", "output": "output", "system": "system",
+             "history": "history", "messages": "messages", **(columns or {})}
+    convert = {"alpaca": _alpaca, "messages": _messages}.get(fmt)
+    if convert is None:
+        raise DataError(f"{path}: format {fmt!r} does not hold conversations; expected alpaca or messages")
+    if fmt == "alpaca":
+        for key in ("instruction", "output"):
+            table.column(names[key], f"the alpaca {key}")  # fails naming the columns that exist
+    out = []
+    for i, row in enumerate(table.rows):
+        where = f"{table.source}: {table.where(i)}"
+        out.append(check_messages(convert(row, names, where), where))
+    return Conversations(table.source, out)
+
+
+def _alpaca(row: dict[str, Any], names: dict[str, str], where: str) -> list[dict[str, str]]:
+    def text(key: str, required: bool) -> str:
+        value = row.get(names[key])
+        if value is None or (isinstance(value, str) and not value.strip()):
+            if required:
+                raise DataError(f"{where}: {names[key]!r} is empty")
+            return ""
+        if not isinstance(value, str):
+            raise DataError(f"{where}: {names[key]!r} is a {type(value).__name__}, expected text")
+        return value
+
+    instruction, extra, output, system = text("instruction", True), text("input", False), text("output", True), text("system", False)
+    messages = [{"role": "system", "content": system}] if system else []
+    history = row.get(names["history"]) or []
+    if not isinstance(history, list) or not all(isinstance(p, list) and len(p) == 2 and all(isinstance(t, str) for t in p) for p in history):
+        raise DataError(f"{where}: {names['history']!r} must be a list of [user, assistant] text pairs")
+    for user, assistant in history:
+        messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+    user = f"{instruction}\n\n{extra}" if extra.strip() else instruction
+    return messages + [{"role": "user", "content": user}, {"role": "assistant", "content": output}]
+
+
+def _messages(row: dict[str, Any], names: dict[str, str], where: str) -> list[dict[str, str]]:
+    if names["messages"] in row:
+        value = row[names["messages"]]
+        if isinstance(value, str):  # a CSV cell may hold the list as JSON
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{where}: {names['messages']!r} is text but not a JSON list of messages ({err.msg})") from None
+        return value
+    turns = row.get("conversations")
+    if turns is None:
+        raise DataError(f"{where}: no {names['messages']!r} list (or ShareGPT 'conversations') in this row")
+    if not isinstance(turns, list):
+        raise DataError(f"{where}: 'conversations' must be a list of {{from, value}} turns")
+    out = []
+    for n, turn in enumerate(turns, start=1):
+        role = SHAREGPT_ROLES.get(turn.get("from")) if isinstance(turn, dict) else None
+        if role is None:
+            raise DataError(f"{where}: turn {n} has 'from' {turn.get('from') if isinstance(turn, dict) else turn!r}; "
+                            f"expected one of {', '.join(SHAREGPT_ROLES)}")
+        out.append({"role": role, "content": turn.get("value")})
+    return out
+
+
+def _is_squad(path: Path) -> bool:
+    with path.open("rb") as f:
+        head = f.read(200).lstrip()
+    return head.startswith(b"{") and (b'"data"' in head or b'"version"' in head)
+
+
+def squad_prompt(context: str, question: str) -> str:
+    return f"Answer the question from the text.\n\nText: {context}\n\nQuestion: {question}"
+
+
+def read_squad(path: Path) -> Conversations:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        articles = doc["data"]
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise DataError(f"{path}: not a SQuAD-format JSON file ({err})") from None
+    messages, references = [], []
+    for a, article in enumerate(articles, start=1):
+        for p, para in enumerate(article.get("paragraphs", []), start=1):
+            for q in para.get("qas", []):
+                answers = [x["text"] for x in q.get("answers", []) if isinstance(x, dict) and str(x.get("text", "")).strip()]
+                if not answers:
+                    continue  # SQuAD 2.0 unanswerable questions: nothing to learn to say
+                user = squad_prompt(para["context"], q["question"])
+                messages.append([{"role": "user", "content": user}, {"role": "assistant", "content": answers[0]}])
+                references.append(answers)
+    if not messages:
+        raise DataError(f"{path}: no answered questions found")
+    return Conversations(str(path), messages, references)
+
+
+def load_documents(path: str, text_column: str = "text") -> list[str]:
+    """Raw text: a .txt file is one document; other formats give one document per row."""
+    p = Path(path)
+    if p.suffix.lower() == ".txt":
+        try:
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise DataError(f"{p}: no such file") from None
+        except UnicodeDecodeError as err:
+            raise DataError(f"{p}: not UTF-8 text (byte {err.start})") from None
+        if not text.strip():
+            raise DataError(f"{p}: the file is empty")
+        return [text]
+    table: Table = read_table(path)
+    docs = table.column(text_column, "the text")
+    bad = [table.where(i) for i, d in enumerate(docs) if not isinstance(d, str)]
+    if bad:
+        raise DataError(f"{table.source}: {len(bad)} rows have no text in {text_column!r} (first: {', '.join(bad[:3])})")
+    docs = [d for d in docs if d.strip()]
+    if not docs:
+        raise DataError(f"{table.source}: every text is empty")
+    return docs
+
+
+def text_blocks(tokenizer: Any, documents: list[str], block_size: int) -> list[list[int]]:
+    """Tokenize, join with EOS (each document ends with it), cut into blocks of block_size tokens.
+
+    The last, shorter block is kept: no token of the data is dropped.
+    """
+    if tokenizer.eos_token_id is None:
+        raise DataError("the tokenizer has no EOS token to separate documents")
+    stream: list[int] = []
+    for ids in tokenizer(documents, add_special_tokens=False)["input_ids"]:
+        stream.extend(ids)
+        stream.append(tokenizer.eos_token_id)
+    return [stream[i : i + block_size] for i in range(0, len(stream), block_size)]
