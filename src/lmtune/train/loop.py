@@ -308,8 +308,8 @@ def _train(config: Config | dict | str | Path, progress: bool, early: logging.ha
                     seen = state.batches_in_epoch + len(group)
                     if len(group) < tc.gradient_accumulation_steps and seen < batches_per_epoch:
                         continue
-                    point = boundary(state, scheduler)
                     started = time.perf_counter()
+                    point = boundary(state, scheduler)
                     try:
                         stepper.step(group, point)
                     except TrainingError:
