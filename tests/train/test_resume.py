@@ -405,3 +405,29 @@ def test_a_second_signal_stops_at_once():
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(0.05)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+
+def test_an_unexpected_error_mid_step_leaves_a_checkpoint_to_resume(reference, tiny_models, toy_data, tmp_path, monkeypatch):
+    build = loop.build_loss
+    calls = {"n": 0}
+
+    def build_loss(*args, **kwargs):
+        real = build(*args, **kwargs)
+
+        def loss(logits, target):
+            if logits.requires_grad:
+                calls["n"] += 1
+                if calls["n"] == 6:
+                    raise RuntimeError("a bug in a custom loss")
+            return real(logits, target)
+
+        return loss
+
+    monkeypatch.setattr(loop, "build_loss", build_loss)
+    cfg = config(tiny_models, toy_data, tmp_path / "run", save_every_n_steps=1000)  # no step checkpoint before
+    with pytest.raises(RuntimeError, match="a bug in a custom loss"):
+        lmtune.train(cfg, progress=False)
+    assert ckpt.latest_valid(tmp_path / "run" / "checkpoints").name == "step-5"
+    monkeypatch.setattr(loop, "build_loss", build)
+    lmtune.train({**cfg, "resume": "auto"}, progress=False)
+    assert_same_run(reference[(1, 0)], tmp_path / "run")

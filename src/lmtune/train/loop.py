@@ -312,11 +312,16 @@ def _train(config: Config | dict | str | Path, progress: bool, early: logging.ha
                     point = boundary(state, scheduler)
                     try:
                         stepper.step(group, point)
-                    except TrainingError:
-                        if checkpoints and state.bad_streak:  # from before the first bad step of the streak
-                            save_checkpoint(stepper.streak_start)
-                        elif checkpoints:
-                            save_checkpoint(point)  # out of memory: the weights are still those of `point`
+                    except Exception as err:
+                        # The weights are still those of `point` unless the update itself failed: keep
+                        # them (from before the first bad step, inside a run of non-finite steps). With
+                        # several processes only our own errors are known to be on every process.
+                        together = isinstance(err, TrainingError) or accelerator.num_processes == 1
+                        if checkpoints and together and not stepper.updating:
+                            save_checkpoint(stepper.streak_start if state.bad_streak else point)
+                            if not isinstance(err, TrainingError):
+                                log.error("step %d failed (%s); a checkpoint of step %d was written first",
+                                          state.step + 1, type(err).__name__, state.step)
                         raise
                     state.train_seconds += time.perf_counter() - started
                     group = []

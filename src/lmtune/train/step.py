@@ -63,6 +63,7 @@ class Stepper:
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.loss_fn, self.accelerator, self.tc, self.state = loss_fn, accelerator, tc, state
         self.streak_start: dict[str, Any] | None = None  # the point before the first bad step in a row
+        self.updating = False  # inside the optimizer update: the weights may be half changed
         self.model.train()
 
     def step(self, group: list[dict[str, torch.Tensor]], point: dict[str, Any]) -> None:
@@ -101,7 +102,9 @@ class Stepper:
                     f"Resume with --resume --allow-changes after changing them"
                 )
         else:
+            self.updating = True
             self.optimizer.step()
+            self.updating = False
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
             s.bad_streak = 0
