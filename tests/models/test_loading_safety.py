@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import make_config
+from conftest import PicklePayload, make_config
 
 import lmtune
 from lmtune.config import ModelConfig
@@ -15,20 +15,12 @@ from lmtune.errors import ModelError
 from lmtune.models.loading import load_classifier, load_tokenizer
 
 
-class _Payload:
-    def __init__(self, marker: str):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
 def test_a_folder_with_only_pickled_weights_is_refused_unopened(tiny_models, toy_data, tmp_path):
     folder = tmp_path / "pickled"
     shutil.copytree(tiny_models["bert"], folder)
     (folder / "model.safetensors").unlink()
     marker = tmp_path / "pwned"
-    torch.save({"weights": _Payload(str(marker))}, folder / "pytorch_model.bin")
+    torch.save({"weights": PicklePayload(str(marker))}, folder / "pytorch_model.bin")
     with pytest.raises(ModelError, match="holds no .safetensors weights"):
         lmtune.train(make_config(folder, toy_data, tmp_path / "run"), progress=False)
     assert not marker.exists() and not (tmp_path / "run").exists()

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import make_config
+from conftest import PicklePayload, make_config
 from safetensors.torch import load_file
 
 import lmtune
@@ -364,22 +364,12 @@ def test_manifest_names_must_stay_inside_the_checkpoint(tmp_path):
         ckpt.verify(folder)
 
 
-class _Payload:
-    """Unpickling this would create a marker file: code running at load time."""
-
-    def __init__(self, marker: str):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
 def test_a_pickle_that_would_run_code_is_refused(tiny_models, toy_data, tmp_path):
     cfg = finished_run(tiny_models, toy_data, tmp_path / "run")
     folder = ckpt.latest_valid(tmp_path / "run" / "checkpoints")
     marker = tmp_path / "pwned"
     with (folder / "optimizer.pt").open("wb") as f:
-        pickle.dump({"state": _Payload(str(marker))}, f)
+        pickle.dump({"state": PicklePayload(str(marker))}, f)
     manifest = json.loads((folder / "manifest.json").read_text())  # re-sign it: the manifest cannot tell
     manifest["files"]["optimizer.pt"] = {"bytes": (folder / "optimizer.pt").stat().st_size,
                                          "sha256": ckpt.sha256_file(folder / "optimizer.pt")}
