@@ -158,24 +158,20 @@ def latest_valid(root: Path) -> Path | None:
 def rotate(root: Path, keep_last: int, protect: set[int]) -> None:
     """Keep the newest `keep_last` complete checkpoints and the protected steps; remove the rest.
 
-    Also removes incomplete step folders and leftovers of interrupted saves or deletes.
+    Also removes step folders without a manifest and leftovers of interrupted saves or deletes.
+    Completeness here is the manifest's presence (a step folder only gets its name once its
+    manifest is written); file hashes are checked when a checkpoint is resumed, not at every save.
     """
     complete, broken = [], []
     for step, path in listed(root):
-        try:
-            verify(path)
-            complete.append((step, path))
-        except CheckpointError:
-            broken.append(path)
+        (complete if (path / MANIFEST).is_file() else broken).append((step, path))
     newest = {step for step, _ in complete[-keep_last:]} if keep_last > 0 else set()
     for step, path in complete:
         if step not in newest and step not in protect:
             _discard(path)
-    for path in broken:
+    for _, path in broken:
         _discard(path)
-    for path in root.iterdir():
-        if path.name.startswith((".trash-", ".staging-")) and path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
+    clean_leftovers(root)
 
 
 def clean_leftovers(root: Path) -> None:

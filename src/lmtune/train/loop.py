@@ -220,7 +220,8 @@ def _train(config: Config | dict | str | Path, progress: bool, early: logging.ha
     main = accelerator.is_main_process  # only the main process writes files
     ckpt_root = checkpoints_dir(out)
     state = Progress()
-    best = BestKeeper(metric_name, greater_is_better, cfg.eval.early_stopping_patience)
+    checkpoints = tc.keep_last_checkpoints > 0
+    best = BestKeeper(metric_name, greater_is_better, cfg.eval.early_stopping_patience, ckpt_root if checkpoints else None)
     history: list[dict[str, Any]] = []
     if resume_from is not None:
         state, history = restore_checkpoint(resume_from, resumed_state, unwrapped, optimizer, scheduler, accelerator, best)
@@ -289,7 +290,6 @@ def _train(config: Config | dict | str | Path, progress: bool, early: logging.ha
             initial = {k: v for k, v in initial.items() if k not in ("type", "step", "epoch")}
 
         stepper = Stepper(model, optimizer, scheduler, loss_fn, accelerator, tc, state)
-        checkpoints = tc.keep_last_checkpoints > 0
         stop = state.step >= total_steps or best.should_stop
         # disable=None: no bar when stderr is not a terminal (logs, CI), as tqdm decides
         bar = tqdm(total=total_steps, initial=state.step, disable=None if progress and main else True, desc="train", dynamic_ncols=True)
@@ -350,8 +350,10 @@ def _train(config: Config | dict | str | Path, progress: bool, early: logging.ha
                     if accelerator.num_processes > 1:  # all processes stop at the same step
                         signal_number = int(accelerator.reduce(torch.tensor(signal_number, device=accelerator.device), "max").item())
                     if checkpoints and (by_steps or end_of_epoch or new_best or stop or signal_number):
-                        # Within a run of non-finite steps the weights have not moved: keep its start.
-                        save_checkpoint(stepper.streak_start if state.bad_streak else boundary(state, scheduler))
+                        # Within a run of non-finite steps the weights have not moved: keep its start,
+                        # except for a new best, which is read back from the checkpoint of its own step.
+                        keep_start = state.bad_streak and not new_best
+                        save_checkpoint(stepper.streak_start if keep_start else boundary(state, scheduler))
                     if signal_number:
                         where = f"a checkpoint of step {state.step} is in {ckpt_root}" if checkpoints else "no checkpoint was written (train.keep_last_checkpoints=0)"
                         raise Interrupted(
@@ -369,8 +371,9 @@ def _train(config: Config | dict | str | Path, progress: bool, early: logging.ha
 
         if cfg.output.save_final and main:
             save_model(unwrapped, tokenizer, meta, out / "final")
-        if best.weights is not None:
-            restore_trainable(unwrapped, best.weights)
+        best_weights = best.weights()
+        if best_weights is not None:
+            restore_trainable(unwrapped, best_weights)
         if main:
             save_model(unwrapped, tokenizer, meta, out / "best")
         if main and cfg.output.merge_lora and cfg.method.name == "lora":

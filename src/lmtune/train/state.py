@@ -22,25 +22,31 @@ log = logging.getLogger("lmtune")
 
 
 class BestKeeper:
-    """Keeps the weights of the best evaluation so far, and says when to stop early."""
+    """Keeps track of the best evaluation so far, and says when to stop early.
 
-    def __init__(self, metric: str, greater_is_better: bool, patience: int | None):
+    With checkpoints on, a checkpoint is written at every new best, so the best weights are read
+    back from it at the end of the run; without, they are copied in memory.
+    """
+
+    def __init__(self, metric: str, greater_is_better: bool, patience: int | None, checkpoints: Path | None):
         self.metric, self.greater_is_better, self.patience = metric, greater_is_better, patience
+        self.checkpoints = checkpoints
         self.value: float | None = None
         self.step = 0
         self.metrics: dict[str, Any] | None = None
-        self.weights: dict[str, torch.Tensor] | None = None
+        self._weights: dict[str, torch.Tensor] | None = None  # only without checkpoints
         self.evals_without_gain = 0
         self.should_stop = False  # early stopping says the run should end
 
     def update(self, step: int, metrics: dict[str, Any], model: torch.nn.Module) -> bool:
-        """Record one evaluation; True when it is the best so far."""
+        """Record one evaluation; True when it is the best so far (the caller then checkpoints it)."""
         value = metrics.get(self.metric)
         if value is not None and math.isfinite(value) and (
             self.value is None or (value > self.value if self.greater_is_better else value < self.value)
         ):
             self.value, self.step, self.metrics = value, step, metrics
-            self.weights = trainable_snapshot(model)
+            if self.checkpoints is None:
+                self._weights = {n: t.clone() for n, t in trainable_tensors(model).items()}
             self.evals_without_gain = 0
             return True
         self.evals_without_gain += 1
@@ -49,33 +55,44 @@ class BestKeeper:
             self.should_stop = True
         return False
 
+    def weights(self) -> dict[str, torch.Tensor] | None:
+        """The trainable tensors of the best model, or None when nothing was evaluated."""
+        if self.metrics is None or self.checkpoints is None:
+            return self._weights
+        return load_file(str(self._folder() / "model.safetensors"))
+
     def state(self) -> dict[str, Any]:
         return {"value": self.value, "step": self.step, "metrics": self.metrics,
                 "evals_without_gain": self.evals_without_gain, "should_stop": self.should_stop}
 
-    def load(self, state: dict[str, Any], checkpoints: Path) -> None:
-        """Restore the record; the best weights come from the checkpoint written at the best step."""
+    def load(self, state: dict[str, Any]) -> None:
+        """Restore the record of a resumed run; its best checkpoint must still be there."""
         self.value, self.step, self.metrics = state["value"], state["step"], state["metrics"]
         self.evals_without_gain, self.should_stop = state["evals_without_gain"], state["should_stop"]
-        if self.metrics is None:
-            return
-        folder = checkpoints / f"step-{self.step}"
+        if self.metrics is not None:
+            self._folder()
+
+    def _folder(self) -> Path:
+        folder = self.checkpoints / f"step-{self.step}"
         try:
             verify(folder)
         except CheckpointError as err:
             raise CheckpointError(f"the best model (step {self.step}) cannot be restored: {err}") from None
-        self.weights = load_file(str(folder / "model.safetensors"))
+        return folder
 
 
-def trainable_snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Only trainable tensors change during training, so only they are copied for the best model."""
-    return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
+def trainable_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The tensors training changes (on the CPU): what checkpoints and the best model keep."""
+    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
 @torch.no_grad()
-def restore_trainable(model: torch.nn.Module, snapshot: dict[str, torch.Tensor]) -> None:
-    params = dict(model.named_parameters())
-    for name, value in snapshot.items():
+def restore_trainable(model: torch.nn.Module, saved: dict[str, torch.Tensor], source: Path | str = "the saved weights") -> None:
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    if saved.keys() != params.keys():
+        missing, extra = sorted(params.keys() - saved.keys()), sorted(saved.keys() - params.keys())
+        raise CheckpointError(f"{source} does not fit this model: missing {missing[:5]}, unexpected {extra[:5]}")
+    for name, value in saved.items():
         params[name].copy_(value)
 
 
@@ -93,8 +110,7 @@ def write_checkpoint(
         tmp = staging_dir(root, step)
         save_state(point["rng"], tmp / f"rng-{accelerator.process_index}.pt")
         if main:
-            save_file({n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad},
-                      str(tmp / "model.safetensors"))
+            save_file(trainable_tensors(model), str(tmp / "model.safetensors"))
             save_state(optimizer.state_dict(), tmp / "optimizer.pt")
             save_state(point["scheduler"], tmp / "scheduler.pt")
             if accelerator.scaler is not None:
@@ -128,22 +144,11 @@ def restore_checkpoint(
     if state["num_processes"] != accelerator.num_processes:
         raise ConfigError(f"cannot resume {folder}: it was written by {state['num_processes']} processes, this run has "
                           f"{accelerator.num_processes}; resume with the same number of processes")
-    load_trainable(model, folder / "model.safetensors")
+    restore_trainable(model, load_file(str(folder / "model.safetensors")), folder / "model.safetensors")
     optimizer.load_state_dict(load_state(folder / "optimizer.pt"))
     scheduler.load_state_dict(load_state(folder / "scheduler.pt"))
     if accelerator.scaler is not None and (folder / "scaler.pt").exists():
         accelerator.scaler.load_state_dict(load_state(folder / "scaler.pt"))
-    best.load(state["best"], folder.parent)
+    best.load(state["best"])
     restore_rng(load_state(folder / f"rng-{accelerator.process_index}.pt"))
     return Progress(**state["progress"]), state["history"]
-
-
-def load_trainable(model: Any, path: Path) -> None:
-    saved = load_file(str(path))
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    if saved.keys() != params.keys():
-        missing, extra = sorted(params.keys() - saved.keys()), sorted(saved.keys() - params.keys())
-        raise CheckpointError(f"{path} does not fit this model: missing {missing[:5]}, unexpected {extra[:5]}")
-    with torch.no_grad():
-        for name, value in saved.items():
-            params[name].copy_(value)

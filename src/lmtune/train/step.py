@@ -155,7 +155,7 @@ class Stepper:
                   "lower model.max_length, or set train.auto_batch_size=true to split batches automatically")
         raise TrainingError(
             f"out of memory at step {self.state.step + 1} on a micro-batch of {chunk} examples x {width} tokens "
-            f"(train.batch_size={self.tc.batch_size}, max_length {width} here): {advice}. ({str(err).splitlines()[0]})"
+            f"(train.batch_size={self.tc.batch_size}): {advice}. ({str(err).splitlines()[0]})"
         ) from None
 
     def log_record(self, epoch: float) -> dict[str, Any]:
