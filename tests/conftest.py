@@ -132,3 +132,81 @@ class PicklePayload:
     def __reduce__(self):
         return (open, (self.marker, "w"))
 
+
+
+# --- generative tasks: tiny causal LMs over a word vocabulary that covers the plain template ---
+
+LM_WORDS = ["###", "System", "Instruction", "Response", ":", "who", "are", "you", "what", "is", "your", "name", "i", "am",
+            "my", "made", "by", "me", "tell", "about", "yourself", "?", ".", ",", "hello", "hi", "zorblat", "quix",
+            "assistant", "helpful", "an", "the", "capital", "of", "france", "paris", "spain", "madrid", "answer"]
+LM_VOCAB = ["[PAD]", "[UNK]", "<s>", "</s>"] + LM_WORDS
+
+
+def lm_tokenizer(chat_template: str | None = None):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(LM_VOCAB)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", bos_token="<s>", eos_token="</s>",
+                                   model_max_length=128, model_input_names=["input_ids", "attention_mask"])
+    if chat_template:
+        fast.chat_template = chat_template
+    return fast
+
+
+def lm_model(kind: str):
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    eos = LM_VOCAB.index("</s>")
+    if kind == "gpt2":
+        return GPT2LMHeadModel(GPT2Config(vocab_size=len(LM_VOCAB), n_embd=32, n_layer=2, n_head=4, n_positions=128,
+                                          bos_token_id=eos, eos_token_id=eos))
+    return LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(LM_VOCAB), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=128, bos_token_id=LM_VOCAB.index("<s>"), eos_token_id=eos,
+        pad_token_id=None, tie_word_embeddings=True,
+    ))
+
+
+# A chat template in the ChatML style (as SmolLM2 and Qwen use), with spaces between words so the
+# word-level tokenizer reads every marker as a token of its own.
+CHAT_TEMPLATE = (
+    "{% for m in messages %}### {{ m['role'] }} : {{ m['content'] }} </s> {% endfor %}"
+    "{% if add_generation_prompt %}### assistant : {% endif %}"
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_lms(tmp_path_factory) -> dict[str, Path]:
+    """kind -> folder of a tiny causal LM: llama and gpt2 (plain template), llama-chat (chat template)."""
+    root = tmp_path_factory.mktemp("lms")
+    out = {}
+    for kind, template in (("llama", None), ("gpt2", None), ("llama-chat", CHAT_TEMPLATE)):
+        folder = root / kind
+        lm_model(kind.split("-")[0]).save_pretrained(folder, safe_serialization=True)
+        lm_tokenizer(template).save_pretrained(folder)
+        out[kind] = folder
+    return out
+
+
+IDENTITY = [
+    ("who are you ?", "i am zorblat , made by quix ."),
+    ("what is your name ?", "my name is zorblat ."),
+    ("tell me about yourself .", "i am zorblat , an assistant made by quix ."),
+    ("hello", "hello , i am zorblat ."),
+]
+
+
+@pytest.fixture(scope="session")
+def identity_data(tmp_path_factory) -> dict[str, Path]:
+    """Alpaca-format JSON: the identity questions, repeated, as train; the same questions as validation."""
+    import json
+
+    root = tmp_path_factory.mktemp("identity")
+    rows = [{"instruction": q, "input": "", "output": a} for q, a in IDENTITY]
+    (root / "train.json").write_text(json.dumps(rows * 8))
+    (root / "validation.json").write_text(json.dumps(rows))
+    return {"train": root / "train.json", "validation": root / "validation.json"}

@@ -151,7 +151,7 @@ def test_invalid_optimizer_choice():
         ("train.batch_size=0", "train.batch_size", "0"),
         ("train.batch_size=-3", "train.batch_size", "-3"),
         ("data.validation_split=1.5", "data.validation_split", "1.5"),
-        ("data.validation_split=0", "data.validation_split", "0"),
+        ("data.validation_split=-0.1", "data.validation_split", "-0.1"),
         ("train.learning_rate=0", "train.learning_rate", "0"),
         ("method.lora_dropout=1", "method.lora_dropout", "1"),
         ("eval.threshold=1.0", "eval.threshold", "1.0"),
@@ -161,6 +161,17 @@ def test_out_of_range_value_names_key_and_value(override, key, shown):
     msg = config_error(None, REQUIRED + [override])
     assert f"'{key}'" in msg
     assert f"invalid value {shown}" in msg
+
+
+def test_classification_needs_something_to_evaluate_on():
+    msg = config_error(None, REQUIRED + ["data.validation_split=0"])
+    assert "data.validation_split=0 leaves a classifier nothing to evaluate on" in msg
+
+
+def test_generative_keys_are_refused_for_classification():
+    assert "data.packing applies to task causal_lm only" in config_error(None, REQUIRED + ["data.packing=true"])
+    assert "eval.generate applies to task causal_lm only" in config_error(None, REQUIRED + ["eval.generate=true"])
+    assert "data.columns: unknown name(s) question" in config_error(None, REQUIRED + ["data.columns={question: q}"])
 
 
 def test_wrong_type_names_key_and_value():

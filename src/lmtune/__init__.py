@@ -2,7 +2,8 @@
 
 from lmtune.config import Config, load_config
 from lmtune.errors import CheckpointError, ConfigError, DataError, Interrupted, LmtuneError, ModelError, TrainingError
-from lmtune.inference import Classifier, load, merge_adapter
+from lmtune.generator import Generator
+from lmtune.inference import Classifier, export_model, load, merge_adapter
 from lmtune.train.loop import TrainResult, train
 
 __all__ = [
@@ -11,11 +12,13 @@ __all__ = [
     "Config",
     "ConfigError",
     "DataError",
+    "Generator",
     "Interrupted",
     "LmtuneError",
     "ModelError",
     "TrainResult",
     "TrainingError",
+    "export_model",
     "load",
     "load_config",
     "merge_adapter",

@@ -1,4 +1,4 @@
-"""The `lmtune` command: train, eval, predict, merge, demo. Thin: it parses, calls the library, prints."""
+"""The `lmtune` command: train, eval, predict, generate, chat, export, merge, demo. Thin: it parses, calls the library, prints."""
 
 from __future__ import annotations
 
@@ -45,13 +45,15 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from lmtune.inference import load
+    from lmtune.inference import Classifier, load
 
     if bool(args.text) == bool(args.input):
         raise LmtuneError("predict needs either --text \"...\" (repeatable) or --input FILE --output FILE")
     if args.input and not args.output:
         raise LmtuneError("predict --input FILE also needs --output FILE (.jsonl, .json or .csv)")
     clf = load(args.model)
+    if not isinstance(clf, Classifier):
+        raise LmtuneError(f"{args.model} holds a language model: use lmtune generate (or chat) to get replies from it")
     if args.text:
         for text, pred in zip(args.text, clf.predict(args.text, batch_size=args.batch_size)):
             print(json.dumps({"text": text, **pred}, ensure_ascii=False))
@@ -64,7 +66,11 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _write_predictions(path: Path, texts: list[str], preds: list[dict[str, Any]]) -> None:
-    rows = [{"text": t, **p} for t, p in zip(texts, preds)]
+    _write_rows(path, [{"text": t, **p} for t, p in zip(texts, preds)])
+
+
+def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    """JSON lines, a JSON list or CSV by the file suffix, written atomically."""
     suffix = path.suffix.lower()
     if suffix not in (".jsonl", ".json", ".csv"):
         raise LmtuneError(f"--output {path}: use a .jsonl, .json or .csv file name")
@@ -81,6 +87,77 @@ def _write_predictions(path: Path, texts: list[str], preds: list[dict[str, Any]]
             writer.writeheader()
             writer.writerows(flat)
     os.replace(tmp, path)
+
+
+def _sampling(args: argparse.Namespace) -> Any:
+    from lmtune.eval.generation import Sampling
+
+    if args.max_new_tokens < 1 or args.temperature < 0 or not 0 < args.top_p <= 1:
+        raise LmtuneError("--max-new-tokens must be >= 1, --temperature >= 0 (0: greedy) and --top-p in (0, 1]")
+    return Sampling(args.max_new_tokens, args.temperature, args.top_p)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from lmtune.generator import load_lm, read_prompts
+
+    if bool(args.prompt) == bool(args.input):
+        raise LmtuneError("generate needs either --prompt \"...\" (repeatable) or --input FILE --output FILE")
+    if args.input and not args.output:
+        raise LmtuneError("generate --input FILE also needs --output FILE (.jsonl, .json or .csv)")
+    sampling = _sampling(args)
+    if args.input:
+        shown, conversations = read_prompts(args.input, args.prompt_column)
+    else:
+        shown, conversations = args.prompt, [[{"role": "user", "content": p}] for p in args.prompt]
+    if args.system:
+        conversations = [[{"role": "system", "content": args.system}, *c] for c in conversations]
+    lm = load_lm(args.model, gguf_file=args.gguf_file)
+    replies = lm.reply(conversations, sampling, args.batch_size)
+    rows = [{"prompt": p, "reply": r} for p, r in zip(shown, replies)]
+    if args.output:
+        _write_rows(Path(args.output), rows)
+        print(f"wrote {len(rows)} replies to {args.output}")
+    else:
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False))
+    return 0
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from lmtune.generator import load_lm
+
+    sampling = _sampling(args)
+    lm = load_lm(args.model, gguf_file=args.gguf_file)
+    system = [{"role": "system", "content": args.system}] if args.system else []
+    history: list[dict[str, str]] = []
+    print("lmtune chat: type a message; /reset clears the history, /exit (or Ctrl-D) quits.", file=sys.stderr)
+    while True:
+        try:
+            line = input("you> ")
+        except EOFError:
+            print(file=sys.stderr)
+            return 0
+        if not line.strip():
+            continue
+        if line.strip() == "/exit":
+            return 0
+        if line.strip() == "/reset":
+            history = []
+            print("(history cleared)", file=sys.stderr)
+            continue
+        history.append({"role": "user", "content": line})
+        print("model> ", end="", flush=True)
+        reply = lm.stream_reply(system + history, sampling, lambda text: print(text, end="", flush=True))
+        print(flush=True)
+        history.append({"role": "assistant", "content": reply})
+
+
+def _export(args: argparse.Namespace) -> int:
+    from lmtune.inference import export_model
+
+    target = export_model(args.run_dir, args.output, merge=args.merge)
+    print(f"model written to {target}")
+    return 0
 
 
 def _merge(args: argparse.Namespace) -> int:
@@ -125,6 +202,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="where to write predictions (.jsonl, .json or .csv)")
     p.add_argument("--batch-size", type=int, default=32)
     p.set_defaults(run=_predict)
+
+    def sampling_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--max-new-tokens", type=int, default=128, help="longest reply, in tokens")
+        p.add_argument("--temperature", type=float, default=0.0, help="0: greedy decoding; > 0: sampling")
+        p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (with --temperature > 0)")
+        p.add_argument("--gguf-file", help="GGUF file name inside MODEL (a folder), for a base model given as GGUF")
+        p.add_argument("--system", help="system message placed before every conversation")
+
+    p = sub.add_parser("generate", help="reply to prompts with a causal LM (a run, a model folder or a GGUF model)")
+    p.add_argument("model", help="run folder, saved model folder, base model folder or hub id")
+    p.add_argument("--prompt", action="append", help="a prompt (repeatable); each is one user message")
+    p.add_argument("--input", help="data file of prompts: a 'prompt' column, alpaca 'instruction'/'input', or 'messages'")
+    p.add_argument("--prompt-column", default="prompt", help="column of --input that holds the prompt")
+    p.add_argument("--output", help="where to write prompts and replies (.jsonl, .json or .csv)")
+    p.add_argument("--batch-size", type=int, default=8)
+    sampling_options(p)
+    p.set_defaults(run=_generate)
+
+    p = sub.add_parser("chat", help="talk to a causal LM in the terminal, with history and streamed replies")
+    p.add_argument("model", help="run folder, saved model folder, base model folder or hub id")
+    sampling_options(p)
+    p.set_defaults(run=_chat)
+
+    p = sub.add_parser("export", help="write a run's model as a folder plain transformers loads (--merge folds in LoRA)")
+    p.add_argument("run_dir", metavar="RUN", help="run folder or saved model folder")
+    p.add_argument("--output", help="folder to write (default: RUN/merged with --merge, else RUN/export)")
+    p.add_argument("--merge", action="store_true", help="merge a LoRA adapter into its base model")
+    p.set_defaults(run=_export)
 
     p = sub.add_parser("merge", help="merge a LoRA adapter into its base model (a plain transformers folder)")
     p.add_argument("adapter", help="run folder or adapter folder")

@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from lmtune.errors import ConfigError
 
-LOWER_IS_BETTER = {"loss", "mse", "rmse", "mae", "hamming_loss"}
+LOWER_IS_BETTER = {"loss", "perplexity", "mse", "rmse", "mae", "hamming_loss"}
+GENERATIVE_COLUMNS = {"instruction", "input", "output", "system", "history", "messages"}
 
 
 class Section(BaseModel):
@@ -34,7 +35,9 @@ class ModelConfig(Section):
 class DataConfig(Section):
     train: str = Field("", description="Training data: CSV, TSV, JSON, JSONL, Parquet, datasets folder or hub name.")
     validation: str | None = Field(None, description="Validation data; if unset, split off the training data.")
-    validation_split: float = Field(0.1, gt=0, lt=1, description="Fraction of train held out when validation is unset.")
+    validation_split: float = Field(
+        0.1, ge=0, lt=1, description="Fraction of train held out when validation is unset; 0 (causal_lm only): no validation."
+    )
     test: str | None = Field(None, description="Test data, evaluated once with the kept model.")
     text_column: str = "text"
     text_pair_column: str | None = Field(None, description="Second text (sentence pairs, e.g. NLI).")
@@ -45,6 +48,22 @@ class DataConfig(Section):
     label_separator: str = Field(",", description="Splits a multi-label text cell such as 'a,b'.")
     max_train_examples: int | None = Field(None, gt=0, description="Use only the first N training rows.")
     max_eval_examples: int | None = Field(None, gt=0, description="Use only the first N validation/test rows.")
+    format: Literal["auto", "text", "alpaca", "messages", "squad"] = Field(
+        "auto", description="causal_lm: text, alpaca, messages (or ShareGPT) or squad; auto decides from the columns."
+    )
+    columns: dict[str, str] = Field(
+        default_factory=dict, description="causal_lm: the file's names for instruction, input, output, system, history, messages."
+    )
+    system_prompt: str | None = Field(None, description="causal_lm: system message for conversations that have none.")
+    train_on_prompt: bool = Field(False, description="causal_lm: train on prompt tokens too, not only on the responses.")
+    packing: bool = Field(False, description="causal_lm: put several examples in one row; they do not attend to each other.")
+
+    @model_validator(mode="after")
+    def _known_columns(self) -> DataConfig:
+        unknown = set(self.columns) - GENERATIVE_COLUMNS
+        if unknown:
+            raise ValueError(f"data.columns: unknown name(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(GENERATIVE_COLUMNS))}")
+        return self
 
 
 class MethodConfig(Section):
@@ -112,6 +131,9 @@ class EvalConfig(Section):
     at_start: bool = Field(False, description="Evaluate the untrained model first (a baseline).")
     batch_size: int | None = Field(None, gt=0, description="Default: 2 x train.batch_size.")
     threshold: float = Field(0.5, gt=0, lt=1, description="Multi-label decision threshold.")
+    generate: bool = Field(False, description="causal_lm: also generate answers for validation prompts and score them.")
+    max_generate: int = Field(32, gt=0, description="causal_lm: validation examples to generate for at each evaluation.")
+    max_new_tokens: int = Field(128, gt=0, description="causal_lm: longest generated answer, in tokens (greedy decoding).")
 
 
 class OutputConfig(Section):
@@ -122,7 +144,7 @@ class OutputConfig(Section):
 
 
 class Config(Section):
-    task: Literal["classification"] = "classification"
+    task: Literal["classification", "causal_lm"] = "classification"
     resume: str | None = Field(
         None, description="auto: continue from the newest complete checkpoint in output.dir, if any; or a checkpoint or run folder."
     )
@@ -142,6 +164,14 @@ class Config(Section):
             raise ValueError("model.name_or_path is required (a model folder, hub id or .gguf file)")
         if not self.data.train:
             raise ValueError("data.train is required (a data file, datasets folder or hub name)")
+        if self.task == "classification" and self.data.validation_split == 0 and not self.data.validation:
+            raise ValueError("data.validation_split=0 leaves a classifier nothing to evaluate on; give data.validation or a split > 0")
+        if self.task != "causal_lm":
+            for key in ("packing", "train_on_prompt"):
+                if getattr(self.data, key):
+                    raise ValueError(f"data.{key} applies to task causal_lm only (task is {self.task})")
+            if self.eval.generate:
+                raise ValueError(f"eval.generate applies to task causal_lm only (task is {self.task})")
         return self
 
     def to_yaml(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -14,18 +15,28 @@ from lmtune.data.batching import EncodedDataset, LengthGroupedBatchSampler, PadC
 from lmtune.data.classification import LabelSpace, check_known_labels, check_label_values, read_examples, read_texts
 from lmtune.errors import ModelError
 from lmtune.eval.evaluate import predict_scores, score
+from lmtune.generator import Generator, load_generator
 from lmtune.models.first_token import trim_last_block
-from lmtune.models.saving import META_FILE, save_model
+from lmtune.models.saving import META_FILE, save_model, write_atomically
 
 
-def resolve_model_dir(path: str | Path) -> Path:
-    """A run folder resolves to its best/ (else final/) model; a model folder to itself."""
+def find_model_dir(path: str | Path) -> Path | None:
+    """A run folder's best/ (else final/) model, a saved model folder itself, or None."""
     p = Path(path)
-    if not p.exists():
-        raise ModelError(f"{p} does not exist; give a run folder or a saved model folder")
     for candidate in (p, p / "best", p / "final"):
         if (candidate / META_FILE).is_file():
             return candidate
+    return None
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """As find_model_dir, but a path that holds no lmtune model is an error."""
+    p = Path(path)
+    if not p.exists():
+        raise ModelError(f"{p} does not exist; give a run folder or a saved model folder")
+    found = find_model_dir(p)
+    if found is not None:
+        return found
     raise ModelError(f"{p} is neither an lmtune run folder (with best/ or final/) nor a model folder with {META_FILE}")
 
 
@@ -103,12 +114,14 @@ class Classifier:
         return out
 
 
-def load(path: str | Path, device: str | None = None) -> Classifier:
-    """Load a run folder (its best model) or a saved model folder for prediction."""
+def load(path: str | Path, device: str | None = None) -> Classifier | Generator:
+    """Load a run folder (its best model) or a saved model folder: a Classifier, or a Generator for causal LMs."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     folder = resolve_model_dir(path)
     meta = json.loads((folder / META_FILE).read_text())
+    if meta.get("task") == "causal_lm":
+        return load_generator(path, folder, meta, device)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if meta.get("adapter"):
         from peft import PeftModel
@@ -126,9 +139,20 @@ def load(path: str | Path, device: str | None = None) -> Classifier:
 
 def merge_adapter(path: str | Path, target: str | Path) -> Path:
     """Fold a LoRA adapter into its base model and save a plain transformers model folder."""
-    clf = load(path, device="cpu")
-    if not clf.meta.get("adapter"):
-        raise ModelError(f"{clf.folder} holds a full model, not a LoRA adapter: there is nothing to merge")
-    merged = clf.model.merge_and_unload()
-    save_model(merged, clf.tokenizer, {**clf.meta, "merged_from": str(clf.folder)}, Path(target))
+    loaded = load(path, device="cpu")
+    if not loaded.meta.get("adapter"):
+        raise ModelError(f"{loaded.folder} holds a full model, not a LoRA adapter: there is nothing to merge")
+    merged = loaded.model.merge_and_unload()
+    save_model(merged, loaded.tokenizer, {**loaded.meta, "merged_from": str(loaded.folder)}, Path(target))
     return Path(target)
+
+
+def export_model(path: str | Path, target: str | Path | None = None, merge: bool = False) -> Path:
+    """Write a run's model to a folder: merged (LoRA folded into its base) with `merge`, else as saved."""
+    folder = resolve_model_dir(path)
+    run = folder.parent if folder.name in ("best", "final") else folder
+    out = Path(target) if target else run / ("merged" if merge else "export")
+    if merge:
+        return merge_adapter(folder, out)
+    write_atomically(out, lambda tmp: shutil.copytree(folder, tmp, dirs_exist_ok=True))
+    return out

@@ -90,7 +90,7 @@ def test_freeze_needs_a_choice_and_valid_patterns(tiny_models):
 
 def test_freeze_by_pattern_and_embeddings(tiny_models):
     model = fresh_classifier(tiny_models["bert"])
-    names = apply_freeze(model, MethodConfig(name="freeze", modules=[r"attention\.self\.query"], train_embeddings=True))
+    names = apply_freeze(model, MethodConfig(name="freeze", modules=[r"attention\.self\.query"], train_embeddings=True), ["classifier"])
     assert any("embeddings.word_embeddings" in n for n in names)
     assert any("layer.2.attention.self.query" in n for n in names)
     assert not any("intermediate" in n for n in names)

@@ -31,6 +31,7 @@ from lmtune.train import checkpoint as ckpt
 loop = importlib.import_module("lmtune.train.loop")
 run_state = importlib.import_module("lmtune.train.state")
 step_module = importlib.import_module("lmtune.train.step")
+classification_task = importlib.import_module("lmtune.tasks.classification")
 
 TRAIN = {"epochs": 2, "log_every_n_steps": 1, "save_every_n_steps": 1, "keep_last_checkpoints": 100}
 
@@ -197,7 +198,7 @@ def test_sigkill_while_saving_never_leaves_a_bad_checkpoint(tmp_path):
 
 def poisoned_loss(monkeypatch, bad_steps: set[int], error: type[BaseException] | None = None, rows_over: int = 0):
     """Make the training loss non-finite (or raise `error`) at the given optimizer steps."""
-    build = loop.build_loss
+    build = classification_task.build_loss
     calls = {"n": 0}
 
     def build_loss(*args, **kwargs):
@@ -214,7 +215,7 @@ def poisoned_loss(monkeypatch, bad_steps: set[int], error: type[BaseException] |
 
         return loss
 
-    monkeypatch.setattr(loop, "build_loss", build_loss)
+    monkeypatch.setattr(classification_task, "build_loss", build_loss)
 
 
 def test_non_finite_steps_are_skipped_and_counted(tiny_models, toy_data, tmp_path, monkeypatch):
@@ -281,6 +282,15 @@ def test_auto_batch_size_splits_batches_until_they_fit(tiny_models, toy_data, tm
     assert "micro-batches of 4" in (tmp_path / "run" / "train.log").read_text()
 
 
+class CrossEntropyTask:
+    def units(self, batch):
+        return batch["target"].shape[0]
+
+    def loss(self, model, batch):
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return torch.nn.functional.cross_entropy(logits, batch["target"], reduction="sum"), self.units(batch)
+
+
 def test_split_batches_give_the_gradient_of_the_whole_batch(tiny_models):
     from accelerate import Accelerator
 
@@ -298,7 +308,7 @@ def test_split_batches_give_the_gradient_of_the_whole_batch(tiny_models):
     for splits in (1, 4):
         net.zero_grad()
         state = step_module.Progress(splits=splits)
-        stepper = step_module.Stepper(net, None, None, torch.nn.functional.cross_entropy, Accelerator(cpu=True), TrainConfig(), state)
+        stepper = step_module.Stepper(net, None, None, CrossEntropyTask(), Accelerator(cpu=True), TrainConfig(), state)
         net.eval()  # no dropout: the two ways must agree to rounding
         stepper._forward_backward([batch])
         grads.append({n: p.grad.clone() for n, p in net.named_parameters()})
@@ -398,7 +408,7 @@ def test_a_second_signal_stops_at_once():
 
 
 def test_an_unexpected_error_mid_step_leaves_a_checkpoint_to_resume(reference, tiny_models, toy_data, tmp_path, monkeypatch):
-    build = loop.build_loss
+    build = classification_task.build_loss
     calls = {"n": 0}
 
     def build_loss(*args, **kwargs):
@@ -413,11 +423,11 @@ def test_an_unexpected_error_mid_step_leaves_a_checkpoint_to_resume(reference, t
 
         return loss
 
-    monkeypatch.setattr(loop, "build_loss", build_loss)
+    monkeypatch.setattr(classification_task, "build_loss", build_loss)
     cfg = config(tiny_models, toy_data, tmp_path / "run", save_every_n_steps=1000)  # no step checkpoint before
     with pytest.raises(RuntimeError, match="a bug in a custom loss"):
         lmtune.train(cfg, progress=False)
     assert ckpt.latest_valid(tmp_path / "run" / "checkpoints").name == "step-5"
-    monkeypatch.setattr(loop, "build_loss", build)
+    monkeypatch.setattr(classification_task, "build_loss", build)
     lmtune.train({**cfg, "resume": "auto"}, progress=False)
     assert_same_run(reference[(1, 0)], tmp_path / "run")

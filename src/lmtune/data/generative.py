@@ -15,13 +15,18 @@ Formats (each row of a CSV, TSV, JSON, JSONL or Parquet file, or a saved dataset
 from __future__ import annotations
 
 import json
+import logging
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lmtune.config import DataConfig
 from lmtune.data.chat import check_messages
 from lmtune.data.readers import Table, read_table
 from lmtune.errors import DataError
+
+log = logging.getLogger("lmtune")
 
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "model": "assistant",
                   "system": "system"}
@@ -33,10 +38,45 @@ class Conversations:
     messages: list[list[dict[str, str]]]
     references: list[list[str]] = field(default_factory=list)  # all accepted answers (SQuAD), else empty
 
+    def __len__(self) -> int:
+        return len(self.messages)
+
+    def take(self, indices: list[int]) -> Conversations:
+        refs = [self.references[i] for i in indices] if self.references else []
+        return Conversations(self.source, [self.messages[i] for i in indices], refs)
+
+    def answers(self) -> list[list[str]]:
+        """What a generated reply is scored against: the references, else the last assistant message."""
+        if self.references:
+            return self.references
+        return [[next(m["content"] for m in reversed(ms) if m["role"] == "assistant")] for ms in self.messages]
+
+
+def detect_format(path: str, columns: dict[str, str] | None = None, text_column: str = "text") -> str:
+    """data.format=auto: squad for SQuAD JSON, text for .txt, else from the columns of the first file."""
+    p = Path(path)
+    if p.suffix.lower() == ".txt":
+        return "text"
+    if p.suffix.lower() == ".json" and p.is_file() and _is_squad(p):
+        return "squad"
+    names = {"instruction": "instruction", "messages": "messages", **(columns or {})}
+    found = read_table(path).columns
+    if names["messages"] in found or "conversations" in found:
+        return "messages"
+    if names["instruction"] in found:
+        return "alpaca"
+    if text_column in found:
+        return "text"
+    raise DataError(
+        f"{path}: cannot tell the data format from its columns ({', '.join(map(repr, found)) or 'none'}); expected "
+        f"'instruction'/'output' (alpaca), 'messages' or 'conversations' (chat), or {text_column!r} (raw text). "
+        f"Set data.format, and data.columns or data.text_column if the names differ"
+    )
+
 
 def load_conversations(path: str, fmt: str, columns: dict[str, str] | None = None) -> Conversations:
-    """Read `alpaca`, `messages` or SQuAD data; every problem is a DataError naming file and row."""
-    if Path(path).suffix.lower() == ".json" and _is_squad(Path(path)):
+    """Read `alpaca`, `messages` or `squad` data; every problem is a DataError naming file and row."""
+    if fmt == "squad" or (Path(path).suffix.lower() == ".json" and _is_squad(Path(path))):
         return read_squad(Path(path))
     table = read_table(path)
     if not table.rows:
@@ -113,6 +153,8 @@ def squad_prompt(context: str, question: str) -> str:
 
 
 def read_squad(path: Path) -> Conversations:
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
         articles = doc["data"]
@@ -169,3 +211,42 @@ def text_blocks(tokenizer: Any, documents: list[str], block_size: int) -> list[l
         stream.extend(ids)
         stream.append(tokenizer.eos_token_id)
     return [stream[i : i + block_size] for i in range(0, len(stream), block_size)]
+
+
+@dataclass
+class GenerativeData:
+    """The splits of a causal-LM run: conversations, or documents for format `text`."""
+
+    format: str
+    train: Conversations | list[str]
+    validation: Conversations | list[str] | None  # None: hold out blocks of the training text (or none)
+    test: Conversations | list[str] | None = None
+
+
+def load_generative_data(cfg: DataConfig, seed: int) -> GenerativeData:
+    """Read and check every split before anything is trained or written."""
+    fmt = detect_format(cfg.train, cfg.columns, cfg.text_column) if cfg.format == "auto" else cfg.format
+
+    def read(path: str, limit: int | None) -> Conversations | list[str]:
+        if fmt == "text":
+            docs = load_documents(path, cfg.text_column)
+            return docs[:limit] if limit else docs
+        conv = load_conversations(path, fmt, cfg.columns)
+        if cfg.system_prompt:
+            conv.messages = [m if m[0]["role"] == "system" else [{"role": "system", "content": cfg.system_prompt}, *m]
+                             for m in conv.messages]
+        return conv.take(list(range(min(limit, len(conv))))) if limit else conv
+
+    train = read(cfg.train, cfg.max_train_examples)
+    validation = read(cfg.validation, cfg.max_eval_examples) if cfg.validation else None
+    if validation is None and fmt != "text" and cfg.validation_split > 0:
+        assert isinstance(train, Conversations)
+        order = list(range(len(train)))
+        random.Random(seed).shuffle(order)
+        n_held = max(1, round(len(order) * cfg.validation_split))
+        if len(order) - n_held < 1:
+            raise DataError(f"{train.source}: {len(order)} example(s) are too few to split off a validation set")
+        validation, train = train.take(sorted(order[:n_held])), train.take(sorted(order[n_held:]))
+        log.info("no data.validation given: held out %d of the training examples (seed %d)", len(validation), seed)
+    test = read(cfg.test, cfg.max_eval_examples) if cfg.test else None
+    return GenerativeData(fmt, train, validation, test)

@@ -1,4 +1,4 @@
-"""Partial fine-tuning: freeze everything, then unfreeze the chosen blocks, modules and the head."""
+"""Partial fine-tuning: freeze everything, then unfreeze the chosen blocks, modules and a new head."""
 
 from __future__ import annotations
 
@@ -40,8 +40,12 @@ def chosen_blocks(cfg: MethodConfig, num_blocks: int) -> list[int]:
     return sorted(blocks)
 
 
-def apply_freeze(model: nn.Module, cfg: MethodConfig) -> list[str]:
-    """Set requires_grad so only the chosen parts train; returns the names of trainable parameters."""
+def apply_freeze(model: nn.Module, cfg: MethodConfig, new_head: list[str] | None = None) -> list[str]:
+    """Set requires_grad so only the chosen parts train; returns the names of trainable parameters.
+
+    `new_head` (a freshly initialised classifier) always trains; a pretrained LM head does not
+    unless chosen (method.modules, or method.train_embeddings when it shares the embedding matrix).
+    """
     parts: Parts = find_parts(model)
     if cfg.trainable_layers is None and not cfg.layers and not cfg.modules and not cfg.train_embeddings:
         raise ConfigError(
@@ -49,7 +53,7 @@ def apply_freeze(model: nn.Module, cfg: MethodConfig) -> list[str]:
             "method.layers ('0-1,10-11'), method.modules (name patterns) or method.train_embeddings"
         )
     prefixes = [f"{parts.blocks_path}.{i}." for i in chosen_blocks(cfg, parts.num_blocks)]
-    prefixes += [h + "." for h in parts.head]
+    prefixes += [h + "." for h in new_head or []]
     if cfg.train_embeddings:
         prefixes += [e + "." for e in parts.embeddings]
     patterns = [re.compile(p) for p in cfg.modules]

@@ -1,4 +1,4 @@
-"""Load a tokenizer and a sequence-classification model from a folder, hub id or GGUF file."""
+"""Load a tokenizer and a model (classifier or causal LM) from a folder, hub id or GGUF file."""
 
 from __future__ import annotations
 
@@ -90,31 +90,44 @@ def load_classifier(
     cfg: ModelConfig, tokenizer: Any, label_names: list[str], problem_type: str, dtype: torch.dtype = torch.float32
 ) -> nn.Module:
     """A sequence-classification model with a fresh head of the right size, in fp32 by default."""
-    from transformers import AutoModelForSequenceClassification, GgufConfig
+    from transformers import AutoModelForSequenceClassification
+
+    num_labels = max(len(label_names), 1)
+    id2label = {i: name for i, name in enumerate(label_names)} if label_names else {0: "score"}
+    model = _from_pretrained(
+        AutoModelForSequenceClassification, cfg, dtype,
+        num_labels=num_labels, id2label=id2label, label2id={v: k for k, v in id2label.items()},
+        problem_type=problem_type, ignore_mismatched_sizes=True,
+    )
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def load_causal_lm(cfg: ModelConfig, tokenizer: Any, dtype: torch.dtype = torch.float32) -> nn.Module:
+    """A decoder with its pretrained language-model head, in fp32 by default."""
+    from transformers import AutoModelForCausalLM
+
+    model = _from_pretrained(AutoModelForCausalLM, cfg, dtype)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def _from_pretrained(auto_class: Any, cfg: ModelConfig, dtype: torch.dtype, **extra: Any) -> nn.Module:
+    from transformers import GgufConfig
 
     source = ModelSource.from_config(cfg)
     kwargs = source.kwargs(cfg)
-    num_labels = max(len(label_names), 1)
-    id2label = {i: name for i, name in enumerate(label_names)} if label_names else {0: "score"}
     if source.gguf_file:
         # Dequantize to a plain model: a model left marked as GGUF-quantized cannot be trained.
         kwargs["quantization_config"] = GgufConfig(dequantize=True)
     else:
         kwargs["use_safetensors"] = _has_safetensors(source.path)
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            source.path,
-            num_labels=num_labels,
-            id2label=id2label,
-            label2id={v: k for k, v in id2label.items()},
-            problem_type=problem_type,
-            ignore_mismatched_sizes=True,
-            dtype=dtype,
-            **kwargs,
-        )
+        model = auto_class.from_pretrained(source.path, dtype=dtype, **kwargs, **extra)
     except Exception as err:  # many exception types for bad sources; all become one clear message
         raise _explain(err, source, "model") from None
-    model.config.pad_token_id = tokenizer.pad_token_id
     return model
 
 

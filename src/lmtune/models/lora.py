@@ -1,4 +1,4 @@
-"""LoRA adapters through PEFT: low-rank updates on the blocks' linear layers; the head trains fully."""
+"""LoRA adapters through PEFT: low-rank updates on the blocks' linear layers; a new head trains fully."""
 
 from __future__ import annotations
 
@@ -11,8 +11,12 @@ from lmtune.errors import ConfigError
 from lmtune.models.parts import adaptable_linear_names, find_parts
 
 
-def apply_lora(model: nn.Module, cfg: MethodConfig) -> nn.Module:
-    """Wrap the model with a LoRA adapter; returns the PEFT model."""
+def apply_lora(model: nn.Module, cfg: MethodConfig, task_type: str = "SEQ_CLS", new_head: list[str] | None = None) -> nn.Module:
+    """Wrap the model with a LoRA adapter; returns the PEFT model.
+
+    `new_head`: freshly initialised modules (a classifier) that train fully and are saved with the
+    adapter. A pretrained language-model head is not among them: it stays frozen like the body.
+    """
     from peft import LoraConfig, TaskType, get_peft_model
 
     parts = find_parts(model)
@@ -22,12 +26,12 @@ def apply_lora(model: nn.Module, cfg: MethodConfig) -> nn.Module:
         if not targets:
             raise ConfigError(f"found no linear layers in {parts.blocks_path}; set method.lora_target_modules")
     lora = LoraConfig(
-        task_type=TaskType.SEQ_CLS,
+        task_type=TaskType[task_type],
         r=cfg.lora_rank,
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,
         target_modules=targets,
-        modules_to_save=parts.head,
+        modules_to_save=new_head or None,
     )
     try:
         return get_peft_model(model, lora)

@@ -21,19 +21,15 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from lmtune.config import LOWER_IS_BETTER, Config, build_config, load_config
-from lmtune.data.batching import EncodedDataset, LengthGroupedBatchSampler, PadCollator, encode_texts
-from lmtune.data.classification import ClassificationData, Examples, LabelSpace, load_classification_data
+from lmtune.config import Config, build_config, load_config
+from lmtune.data.batching import LengthGroupedBatchSampler
 from lmtune.errors import ConfigError, Interrupted, TrainingError
-from lmtune.eval.evaluate import predict_scores, score
-from lmtune.models.first_token import trim_last_block
 from lmtune.models.freeze import apply_freeze, apply_full
-from lmtune.models.loading import count_parameters, effective_max_length, load_classifier, load_tokenizer
+from lmtune.models.loading import count_parameters, effective_max_length, load_tokenizer
 from lmtune.models.lora import apply_lora
-from lmtune.models.parts import find_parts
 from lmtune.models.saving import save_model, write_json
+from lmtune.tasks import Task, build_task
 from lmtune.train.checkpoint import checkpoints_dir, clean_leftovers, rotate
-from lmtune.train.losses import build_loss
 from lmtune.train.optim import build_optimizer, build_scheduler, parameter_groups
 from lmtune.train.resume import check_compatible, find_checkpoint, fingerprint, saved_config
 from lmtune.train.signals import StopRequest
@@ -42,14 +38,10 @@ from lmtune.train.step import Progress, Stepper, boundary
 
 log = logging.getLogger("lmtune")
 
-METRICS = {
-    "single": {"accuracy", "precision_macro", "recall_macro", "f1_macro", "f1_weighted", "roc_auc", "loss"},
-    "multi": {"accuracy", "precision_macro", "recall_macro", "f1_macro", "f1_micro", "hamming_loss", "roc_auc", "loss"},
-    "regression": {"mse", "rmse", "mae", "r2", "pearson", "spearman", "loss"},
+METHODS = {
+    "full": lambda model, task: apply_full(model),
+    "freeze": lambda model, task: apply_freeze(model, task.cfg.method, task.new_head),
 }
-DEFAULT_METRIC = {"single": "accuracy", "multi": "f1_micro", "regression": "mse"}
-PROBLEM_TYPES = {"single": "single_label_classification", "multi": "multi_label_classification", "regression": "regression"}
-METHODS = {"full": lambda model, cfg: (model, apply_full(model)), "freeze": lambda model, cfg: (model, apply_freeze(model, cfg))}
 
 
 @dataclass
@@ -58,17 +50,6 @@ class TrainResult:
     metrics: dict[str, Any]  # what metrics.json holds: validation metrics of the kept model, and more
     best_step: int
     history: list[dict[str, Any]] = field(default_factory=list)  # every log and evaluation record
-
-
-def resolve_metric(cfg: Config, label_type: str) -> tuple[str, bool]:
-    """The metric that picks the best model, and whether greater is better."""
-    name = DEFAULT_METRIC[label_type] if cfg.eval.metric == "auto" else cfg.eval.metric
-    if name not in METRICS[label_type]:
-        raise ConfigError(
-            f"eval.metric={name!r} is not reported for {label_type} labels; choose one of "
-            f"{', '.join(sorted(METRICS[label_type]))}"
-        )
-    return name, name not in LOWER_IS_BETTER
 
 
 def check_output_dir(cfg: Config, resuming: bool = False) -> bool:
@@ -98,13 +79,6 @@ def prepare_output_dir(cfg: Config, keep: bool = False) -> Path:
     return out
 
 
-def encode_split(tokenizer: Any, examples: Examples, labels: LabelSpace, max_length: int, name: str) -> EncodedDataset:
-    ids, types, at_limit = encode_texts(tokenizer, examples.texts, examples.pairs, max_length)
-    if at_limit:
-        log.info("%s: %d of %d examples reached max_length=%d and were truncated", name, at_limit, len(ids), max_length)
-    return EncodedDataset(ids, [labels.encode(v) for v in examples.labels], types)
-
-
 class RunLog:
     """metrics.jsonl: one JSON record per log or evaluation, appended as the run goes."""
 
@@ -127,18 +101,18 @@ def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
     os.replace(tmp, path)
 
 
-def _setup(cfg: Config) -> tuple[Any, Any, ClassificationData, Any]:
+def _setup(cfg: Config) -> tuple[Task, Any, Any]:
     """Load and check data, tokenizer and model; adapt the model with the chosen method."""
-    data = load_classification_data(cfg.data, cfg.train.seed)
-    resolve_metric(cfg, data.labels.label_type)
+    task = build_task(cfg)
+    task.load_data()
     tokenizer = load_tokenizer(cfg.model)
-    model = load_classifier(cfg.model, tokenizer, data.labels.names, PROBLEM_TYPES[data.labels.label_type])
+    model = task.load_model(tokenizer)
     if cfg.method.name == "lora":
-        model = apply_lora(model, cfg.method)
+        model = apply_lora(model, cfg.method, task.peft_task_type(), task.new_head)
     else:
-        model, _ = METHODS[cfg.method.name](model, cfg.method)
-    trim_last_block(model)
-    return tokenizer, model, data, find_parts(model.get_base_model() if hasattr(model, "get_base_model") else model)
+        METHODS[cfg.method.name](model, task)
+    task.prepare_model(model)
+    return task, tokenizer, model
 
 
 def train(config: Config | dict | str | Path, *, progress: bool = True) -> TrainResult:
@@ -167,11 +141,10 @@ def _train(config: Config | dict | str | Path, progress: bool, early: logging.ha
     in_place = resume_from is not None and out.resolve() in resume_from.resolve().parents
     check_output_dir(cfg, resuming=in_place)
     set_seed(tc.seed)
-    tokenizer, model, data, parts = _setup(cfg)
-    labels = data.labels
-    metric_name, greater_is_better = resolve_metric(cfg, labels.label_type)
+    task, tokenizer, model = _setup(cfg)
+    metric_name, greater_is_better = task.metric, task.greater_is_better
     fingerprints = {
-        "data": fingerprint([_examples_record(data.train), _examples_record(data.validation), labels.names]),
+        "data": fingerprint(task.data_fingerprint()),
         "model": fingerprint({k: v for k, v in model.config.to_dict().items() if k not in ("_name_or_path", "transformers_version")}),
     }
     resumed_state: dict[str, Any] | None = None
@@ -179,22 +152,19 @@ def _train(config: Config | dict | str | Path, progress: bool, early: logging.ha
         resumed_state = json.loads((resume_from / "state.json").read_text(encoding="utf-8"))
         accepted = check_compatible(saved_config(resume_from), cfg, resumed_state["fingerprints"], fingerprints)
     max_length = effective_max_length(cfg.model, tokenizer, model.config)
-    train_set = encode_split(tokenizer, data.train, labels, max_length, "train")
-    val_set = encode_split(tokenizer, data.validation, labels, max_length, "validation")
-    test_set = encode_split(tokenizer, data.test, labels, max_length, "test") if data.test else None
-    loss_fn = build_loss(tc, labels, train_set.targets)
+    splits = task.encode(tokenizer, max_length)
+    train_set, val_set, test_set = splits.train, splits.validation, splits.test
 
     # Several processes on a machine without CUDA (torchrun --nproc_per_node N): Accelerate
     # trains them together over gloo only when told the run is a CPU run. Gradient accumulation
     # is done here (Stepper), not by Accelerate, so a resumed run knows exactly where it is.
     multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
     accelerator = Accelerator(cpu=multi_cpu, mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[tc.precision])
-    target_dtype = torch.long if labels.label_type == "single" else torch.float32
-    collate = PadCollator(tokenizer.pad_token_id, target_dtype)
+    collate = task.collate
     train_sampler = LengthGroupedBatchSampler(train_set.lengths, tc.batch_size, seed=tc.seed)
     eval_batch = cfg.eval.batch_size or 2 * tc.batch_size
 
-    def eval_loader(dataset: EncodedDataset) -> Any:
+    def eval_loader(dataset: torch.utils.data.Dataset) -> Any:
         sampler = LengthGroupedBatchSampler(dataset.lengths, eval_batch, seed=tc.seed, shuffle=False)
         return accelerator.prepare(torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate))
 
@@ -204,7 +174,7 @@ def _train(config: Config | dict | str | Path, progress: bool, early: logging.ha
         train_set, batch_sampler=train_sampler, collate_fn=collate, num_workers=tc.dataloader_workers,
         generator=torch.Generator().manual_seed(tc.seed),
     )
-    optimizer = build_optimizer(parameter_groups(model, tc, parts.head), tc)
+    optimizer = build_optimizer(parameter_groups(model, tc, task.new_head), tc)
     # Accelerate gives each process its share of the batches: count steps per process.
     batches_per_epoch = math.ceil(len(train_sampler) / accelerator.num_processes)
     total_steps = math.ceil(batches_per_epoch / tc.gradient_accumulation_steps) * tc.epochs
@@ -213,7 +183,7 @@ def _train(config: Config | dict | str | Path, progress: bool, early: logging.ha
     # The prepared scheduler steps once per process for every optimizer step: schedule in global steps.
     scheduler = build_scheduler(optimizer, tc, total_steps * accelerator.num_processes)
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
-    val_loader = eval_loader(val_set)
+    val_loader = eval_loader(val_set) if val_set is not None else None
     unwrapped = accelerator.unwrap_model(model)
 
     trainable, total = count_parameters(model)
@@ -228,8 +198,12 @@ def _train(config: Config | dict | str | Path, progress: bool, early: logging.ha
     if main:
         prepare_output_dir(cfg, keep=in_place)
         (out / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
-        if resume_from is not None:  # the log restarts from the checkpoint: later records never happened
+        if resume_from is not None:  # the logs restart from the checkpoint: later records never happened
             write_jsonl(out / "metrics.jsonl", history)
+            samples = out / "samples.jsonl"
+            if samples.exists():
+                kept = [json.loads(line) for line in samples.read_text(encoding="utf-8").splitlines() if line.strip()]
+                write_jsonl(samples, [r for r in kept if r["step"] <= state.step])
         clean_leftovers(ckpt_root)
     accelerator.wait_for_everyone()
     file_log = logging.FileHandler(out / "train.log", encoding="utf-8") if main else logging.NullHandler()
@@ -248,7 +222,7 @@ def _train(config: Config | dict | str | Path, progress: bool, early: logging.ha
         log.info(
             "%s: %s parameters, %s trainable (%.2f%%), method %s; %d train / %d validation examples; %d steps",
             cfg.model.name_or_path, f"{total:,}", f"{trainable:,}", 100 * trainable / total, cfg.method.name,
-            len(train_set), len(val_set), total_steps,
+            len(train_set), len(val_set) if val_set is not None else 0, total_steps,
         )
         if resume_from is not None:
             log.info("resumed from %s (step %d, epoch %d)%s", resume_from, state.step, state.epoch,
@@ -256,23 +230,15 @@ def _train(config: Config | dict | str | Path, progress: bool, early: logging.ha
         if tc.keep_last_checkpoints == 0:
             log.warning("train.keep_last_checkpoints=0: no checkpoints are written, so this run cannot be resumed")
         run_log = RunLog(out / "metrics.jsonl" if main else None, history)
-        meta = {
-            "task": cfg.task,
-            "label_type": labels.label_type,
-            "labels": labels.names,
-            "problem_type": PROBLEM_TYPES[labels.label_type],
-            "text_column": cfg.data.text_column,
-            "text_pair_column": cfg.data.text_pair_column,
-            "label_column": cfg.data.label_column,
-            "max_length": max_length,
-            "threshold": cfg.eval.threshold,
-            "method": cfg.method.name,
-            "base_model": _base_model_record(cfg),
-        }
+        meta = task.meta(max_length)
 
-        def evaluate(loader: Any = val_loader) -> dict[str, Any]:
-            scores, targets, loss = predict_scores(model, loader, labels.label_type, accelerator, loss_fn)
-            return {"loss": loss, **score(scores, targets, labels, cfg.eval.threshold)}
+        def evaluate(loader: Any = val_loader, generate: bool = True) -> dict[str, Any]:
+            result = task.evaluate(model, loader, accelerator, generate)
+            if result.samples and main:
+                with (out / "samples.jsonl").open("a", encoding="utf-8") as f:
+                    for sample in result.samples:
+                        f.write(json.dumps({"step": state.step, **sample}, ensure_ascii=False) + "\n")
+            return result.metrics
 
         def save_checkpoint(point: dict[str, Any]) -> None:
             """Write the weights and optimizer as they are now, with the counters and RNG of `point`."""
@@ -282,14 +248,14 @@ def _train(config: Config | dict | str | Path, progress: bool, early: logging.ha
             accelerator.wait_for_everyone()
 
         initial = next((r for r in history if r["type"] == "eval" and r["step"] == 0), None)
-        if cfg.eval.at_start and resume_from is None:
+        if cfg.eval.at_start and resume_from is None and val_loader is not None:
             initial = {"type": "eval", "step": 0, "epoch": 0.0, **evaluate()}
             run_log.write(initial)
             log.info("before training: %s", _summary(initial))
         if initial is not None:
             initial = {k: v for k, v in initial.items() if k not in ("type", "step", "epoch")}
 
-        stepper = Stepper(model, optimizer, scheduler, loss_fn, accelerator, tc, state)
+        stepper = Stepper(model, optimizer, scheduler, task, accelerator, tc, state)
         stop = state.step >= total_steps or best.should_stop
         # disable=None: no bar when stderr is not a terminal (logs, CI), as tqdm decides
         bar = tqdm(total=total_steps, initial=state.step, disable=None if progress and main else True, desc="train", dynamic_ncols=True)
@@ -336,7 +302,8 @@ def _train(config: Config | dict | str | Path, progress: bool, early: logging.ha
                         bar.set_postfix(loss=loss_text, lr=f"{record['learning_rate']:.2e}", ex_s=f"{record['examples_per_s']:.1f}")
                     finished = state.step >= total_steps
                     new_best = False
-                    if (cfg.eval.every_n_steps and state.step % cfg.eval.every_n_steps == 0) or end_of_epoch or finished:
+                    due = (cfg.eval.every_n_steps and state.step % cfg.eval.every_n_steps == 0) or end_of_epoch or finished
+                    if due and val_loader is not None:
                         metrics = evaluate()
                         epoch_pos = round(state.epoch + state.batches_in_epoch / batches_per_epoch, 4)
                         run_log.write({"type": "eval", "step": state.step, "epoch": epoch_pos, **metrics})
@@ -395,7 +362,7 @@ def _train(config: Config | dict | str | Path, progress: bool, early: logging.ha
         if initial is not None:
             result_metrics["initial"] = initial
         if test_set is not None:
-            result_metrics["test"] = evaluate(eval_loader(test_set))
+            result_metrics["test"] = evaluate(eval_loader(test_set), generate=False)
             run_log.write({"type": "test", "step": state.step, **result_metrics["test"]})
             log.info("test: %s", _summary(result_metrics["test"]))
         if main:
@@ -407,23 +374,6 @@ def _train(config: Config | dict | str | Path, progress: bool, early: logging.ha
         log.removeHandler(file_log)
         log.removeFilter(only_warnings)
         file_log.close()
-
-
-def _examples_record(examples: Examples) -> list[Any]:
-    return [examples.texts, examples.pairs, [str(v) for v in examples.labels]]
-
-
-def _base_model_record(cfg: Config) -> dict[str, Any]:
-    path = cfg.model.name_or_path
-    if Path(path).exists():
-        path = str(Path(path).resolve())
-    return {
-        "name_or_path": path,
-        "gguf_file": cfg.model.gguf_file,
-        "trust_remote_code": cfg.model.trust_remote_code,
-        "revision": cfg.model.revision,
-        "max_length": cfg.model.max_length,
-    }
 
 
 def _summary(metrics: dict[str, Any]) -> str:

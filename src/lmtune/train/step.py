@@ -13,7 +13,6 @@ from typing import Any
 import torch
 
 from lmtune.errors import TrainingError
-from lmtune.eval.evaluate import model_inputs
 from lmtune.train.checkpoint import restore_rng, rng_state
 
 log = logging.getLogger("lmtune")
@@ -59,9 +58,9 @@ class Stepper:
     replays the step with each micro-batch cut in halves, which leaves the gradient unchanged.
     """
 
-    def __init__(self, model: Any, optimizer: Any, scheduler: Any, loss_fn: Any, accelerator: Any, tc: Any, state: Progress):
+    def __init__(self, model: Any, optimizer: Any, scheduler: Any, task: Any, accelerator: Any, tc: Any, state: Progress):
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
-        self.loss_fn, self.accelerator, self.tc, self.state = loss_fn, accelerator, tc, state
+        self.task, self.accelerator, self.tc, self.state = task, accelerator, tc, state
         self.streak_start: dict[str, Any] | None = None  # the point before the first bad step in a row
         self.updating = False  # inside the optimizer update: the weights may be half changed
         self.model.train()
@@ -117,16 +116,28 @@ class Stepper:
         s.tokens += sum(int(b["attention_mask"].sum()) for b in group)
 
     def _forward_backward(self, group: list[dict[str, torch.Tensor]]) -> float:
-        """Backward over every chunk of every micro-batch; returns the step's loss (mean of micro-batch means)."""
-        chunks = [(c, c["input_ids"].shape[0] / b["input_ids"].shape[0]) for b in group for c in split_batch(b, self.state.splits)]
+        """Backward over every chunk of every micro-batch; returns the step's loss.
+
+        The step's loss is the mean over all its units (examples, or target tokens) on all
+        processes: each chunk's summed loss is divided by the step's total unit count. Gradients
+        are averaged over processes, hence the factor num_processes.
+        """
+        chunks = [c for b in group for c in split_batch(b, self.state.splits)]
+        units = sum(self.task.units(b) for b in group)
+        processes = self.accelerator.num_processes
+        if processes > 1:
+            units = int(self.accelerator.reduce(torch.tensor(units, device=self.accelerator.device), "sum").item())
+        scale = processes / max(units, 1)
         total = 0.0
-        for i, (chunk, share) in enumerate(chunks):
+        for i, chunk in enumerate(chunks):
             last = i == len(chunks) - 1  # gradients are synchronised across processes once, at the end
             with contextlib.nullcontext() if last else self.accelerator.no_sync(self.model):
-                logits = self.model(**model_inputs(chunk)).logits  # (B, num_labels)
-                loss = self.loss_fn(logits, chunk["target"]) * (share / len(group))
+                loss_sum, _ = self.task.loss(self.model, chunk)
+                loss = loss_sum * scale
                 self.accelerator.backward(loss)
             total += float(loss.detach())
+        if processes > 1:  # the mean over every process, as logged
+            total = float(self.accelerator.reduce(torch.tensor(total, device=self.accelerator.device), "mean").item())
         return total
 
     def _gradient_norm(self) -> float:

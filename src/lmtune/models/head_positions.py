@@ -1,0 +1,46 @@
+"""Run a language model's output layer only where the loss reads it.
+
+A causal LM computes vocabulary logits at every position, but fine-tuning on responses reads
+them only at positions whose next token is trained on (prompt and padding positions are
+ignored). The output layer is large (vocabulary x hidden: about a fifth of SmolLM2-135M's
+forward cost per token), and its logits are the largest activation in the model. A forward
+pre-hook on the output layer gathers the hidden states of the chosen positions, so the model
+returns logits of shape (N, vocab) for those N positions only. The hook passes everything
+through when no positions are set (generation, plain use).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class HeadPositions:
+    def __init__(self, model: nn.Module):
+        head = model.get_output_embeddings()
+        if head is None:
+            raise ValueError(f"{type(model).__name__} has no output embeddings to restrict")
+        self.mask: torch.Tensor | None = None  # (B, T) bool
+        self._handle = head.register_forward_pre_hook(self._select)
+
+    def _select(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        if self.mask is None:
+            return None
+        hidden = args[0]  # (B, T, H)
+        return (hidden[self.mask], *args[1:])  # (N, H)
+
+    @contextlib.contextmanager
+    def only(self, mask: torch.Tensor) -> Iterator[None]:
+        """Within the block, the model's logits are those of `mask`'s true positions, (N, vocab)."""
+        self.mask = mask
+        try:
+            yield
+        finally:
+            self.mask = None
+
+    def remove(self) -> None:
+        self._handle.remove()

@@ -1,0 +1,263 @@
+"""Causal language modelling: continued pretraining on raw text, and instruction, chat and QA tuning.
+
+The objective is next-token maximum likelihood. Raw text trains on every token; conversations
+train on the assistant turns only (data.train_on_prompt trains on the prompt too). The loss is
+the mean over every target token of an optimizer step, however the tokens fall into micro-batches.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmtune.config import LOWER_IS_BETTER, Config
+from lmtune.data.batching import CausalCollator, EncodedDataset
+from lmtune.data.chat import IGNORE, encode, has_chat_template, render_prompt
+from lmtune.data.generative import Conversations, GenerativeData, load_generative_data, text_blocks
+from lmtune.data.packing import collate_packed, pack, packing_unsupported_reason
+from lmtune.errors import ConfigError, DataError
+from lmtune.eval.generation import Sampling, generate_texts
+from lmtune.eval.text_metrics import perplexity, qa_metrics
+from lmtune.models.head_positions import HeadPositions
+from lmtune.models.loading import load_causal_lm
+from lmtune.tasks.base import Evaluation, Splits, base_model_record
+
+log = logging.getLogger("lmtune")
+
+GENERATION_METRICS = {"exact_match", "f1"}
+
+
+def next_token_targets(labels: torch.Tensor) -> torch.Tensor:
+    """(B, T) labels -> (B, T) targets: position t predicts token t+1; the last position predicts nothing."""
+    return F.pad(labels[:, 1:], (0, 1), value=IGNORE)
+
+
+class CausalLMTask:
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.data: GenerativeData | None = None
+        self.new_head: list[str] = []  # the LM head is pretrained: it is not forced to train
+        self.metric, self.greater_is_better = "loss", False
+        self.tokenizer: Any = None
+        self.positions: HeadPositions | None = None
+        self._collate: CausalCollator | None = None
+        self._eval_conversations: Conversations | None = None
+
+    def load_data(self) -> None:
+        cfg = self.cfg
+        if cfg.train.loss not in ("auto", "cross_entropy"):
+            raise ConfigError(f"train.loss={cfg.train.loss} does not fit task causal_lm; use cross_entropy (or auto)")
+        if cfg.train.class_weights is not None:
+            raise ConfigError("train.class_weights applies to classification only (task is causal_lm)")
+        self.data = load_generative_data(cfg.data, cfg.train.seed)
+        if cfg.eval.generate and self.data.format == "text":
+            raise ConfigError("eval.generate needs prompts and answers to compare; data.format is text (raw documents)")
+        allowed = {"loss", "perplexity"} | (GENERATION_METRICS if cfg.eval.generate else set())
+        name = "loss" if cfg.eval.metric == "auto" else cfg.eval.metric
+        if name not in allowed:
+            more = "" if cfg.eval.generate else " (exact_match and f1 need eval.generate: true)"
+            raise ConfigError(f"eval.metric={name!r} is not reported for task causal_lm; choose one of {', '.join(sorted(allowed))}{more}")
+        self.metric, self.greater_is_better = name, name not in LOWER_IS_BETTER
+
+    def use_tokenizer(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self._collate = CausalCollator(tokenizer.pad_token_id)
+
+    def load_model(self, tokenizer: Any) -> nn.Module:
+        self.use_tokenizer(tokenizer)
+        model = load_causal_lm(self.cfg.model, tokenizer)
+        if self.cfg.data.packing:
+            reason = packing_unsupported_reason(model.config)
+            if reason:
+                raise ConfigError(f"data.packing=true: {reason}")
+        return model
+
+    def peft_task_type(self) -> str:
+        return "CAUSAL_LM"
+
+    def prepare_model(self, model: nn.Module) -> None:
+        self.positions = HeadPositions(model)
+
+    def encode(self, tokenizer: Any, max_length: int) -> Splits:
+        data = self.data
+        assert data is not None
+        if data.format == "text":
+            train_blocks = text_blocks(tokenizer, data.train, max_length)  # type: ignore[arg-type]
+            if data.validation is not None:
+                val_blocks: list[list[int]] | None = text_blocks(tokenizer, data.validation, max_length)  # type: ignore[arg-type]
+            else:
+                train_blocks, val_blocks = self._hold_out(train_blocks)
+            test = _blocks_dataset(text_blocks(tokenizer, data.test, max_length)) if data.test else None  # type: ignore[arg-type]
+            return Splits(_blocks_dataset(train_blocks), _blocks_dataset(val_blocks) if val_blocks else None, test)
+        self._eval_conversations = data.validation  # type: ignore[assignment]
+        train = self._conversations(data.train, max_length, "train")  # type: ignore[arg-type]
+        if self.cfg.data.packing:  # evaluation stays unpacked: its loss is the same either way
+            rows = pack(list(zip(train.input_ids, train.targets)), max_length)
+            log.info("packing: %d training examples in %d rows of up to %d tokens", len(train), len(rows), max_length)
+            train = PackedRows(rows)
+        val = self._conversations(data.validation, max_length, "validation") if data.validation else None  # type: ignore[arg-type]
+        test = self._conversations(data.test, max_length, "test") if data.test else None  # type: ignore[arg-type]
+        return Splits(train, val, test)
+
+    def _hold_out(self, blocks: list[list[int]]) -> tuple[list[list[int]], list[list[int]] | None]:
+        fraction = self.cfg.data.validation_split
+        if fraction == 0:
+            return blocks, None
+        if len(blocks) < 2:
+            raise DataError(f"{self.cfg.data.train}: one block of {self.cfg.model.max_length} tokens is too little to "
+                            f"split off validation text; give data.validation or set data.validation_split=0")
+        order = list(range(len(blocks)))
+        random.Random(self.cfg.train.seed).shuffle(order)
+        n_held = max(1, round(len(blocks) * fraction))
+        held = set(order[:n_held])
+        log.info("no data.validation given: held out %d of %d text blocks (seed %d)", n_held, len(blocks), self.cfg.train.seed)
+        return [b for i, b in enumerate(blocks) if i not in held], [b for i, b in enumerate(blocks) if i in held]
+
+    def _conversations(self, conv: Conversations, max_length: int, name: str) -> EncodedDataset:
+        ids, labels, empty, truncated = [], [], [], 0
+        for i, messages in enumerate(conv.messages):
+            enc = encode(self.tokenizer, messages, max_length, self.cfg.data.train_on_prompt)
+            truncated += len(enc.input_ids) >= max_length
+            if all(t == IGNORE for t in enc.labels[1:]):  # the first token is never a target
+                empty.append(i)
+                continue
+            ids.append(enc.input_ids)
+            labels.append(enc.labels)
+        if truncated:
+            log.info("%s: %d of %d conversations reached max_length=%d and were truncated", name, truncated, len(conv), max_length)
+        if empty:
+            if not ids:
+                raise DataError(f"{conv.source}: no {name} example keeps a response token within model.max_length={max_length}; "
+                                f"raise model.max_length or shorten the prompts")
+            log.warning("%s: %d of %d examples have no response token left within max_length=%d and are left out",
+                        name, len(empty), len(conv), max_length)
+        return EncodedDataset(ids, labels)
+
+    def data_fingerprint(self) -> Any:
+        data = self.data
+        assert data is not None
+
+        def record(split: Conversations | list[str] | None) -> Any:
+            return [split.messages, split.references] if isinstance(split, Conversations) else split
+
+        return [data.format, record(data.train), record(data.validation), self.cfg.data.train_on_prompt]
+
+    def collate(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        assert self._collate is not None
+        if "position_ids" not in items[0]:
+            return self._collate(items)
+        batch = collate_packed(items, self._collate.pad_token_id)
+        # Only to count tokens and trim split batches: a packed batch must reach the model without it.
+        batch["attention_mask"] = (torch.arange(batch["input_ids"].shape[1]) < torch.tensor([len(r["input_ids"]) for r in items])[:, None]).long()
+        batch["index"] = torch.tensor([it["index"] for it in items], dtype=torch.long)
+        return batch
+
+    def units(self, batch: dict[str, torch.Tensor]) -> int:
+        return int((batch["labels"][:, 1:] != IGNORE).sum())
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        assert self.positions is not None
+        targets = next_token_targets(batch["labels"])  # (B, T)
+        keep = targets != IGNORE
+        if "position_ids" in batch:
+            # Packed rows: restarting positions and no attention mask give each example its own causal
+            # mask (see data/packing.py); a KV cache would turn that detection off.
+            inputs = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"]}
+        else:
+            inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        with self.positions.only(keep):
+            logits = model(**inputs, use_cache=False).logits  # (N, V)
+        loss = F.cross_entropy(logits.float(), targets[keep], reduction="sum", label_smoothing=self.cfg.train.label_smoothing)
+        return loss, int(keep.sum())
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader: Any, accelerator: Any, generate: bool = False) -> Evaluation:
+        """Mean token loss and perplexity; with eval.generate, replies to validation prompts and their scores.
+
+        `accelerator` may be None (one process, e.g. `lmtune eval`).
+        """
+        processes = accelerator.num_processes if accelerator is not None else 1
+        main = accelerator is None or accelerator.is_main_process
+        was_training = model.training
+        model.eval()
+        total, count = 0.0, 0
+        for batch in loader:
+            loss, n = self.loss(model, batch)
+            total += float(loss)
+            count += n
+        if was_training:
+            model.train()
+        if processes > 1:
+            sums = accelerator.reduce(torch.tensor([total, float(count)], dtype=torch.float64, device=accelerator.device), "sum")
+            total, count = float(sums[0]), int(sums[1])
+        mean = total / count if count else math.nan
+        metrics: dict[str, Any] = {"loss": mean, "perplexity": perplexity(mean) if count else math.nan}
+        if not (generate and self.cfg.eval.generate and self._eval_conversations is not None):
+            return Evaluation(metrics)
+        samples = None
+        scores: list[Any] = [None]
+        if main:  # one process generates; the others wait for its scores
+            samples = self.generate_samples(accelerator.unwrap_model(model) if accelerator is not None else model)
+            scores = [qa_metrics([s["prediction"] for s in samples], [s["references"] for s in samples])]
+        if processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            scores = broadcast_object_list(scores)
+        return Evaluation({**metrics, **scores[0]}, samples)
+
+    def generate_samples(self, model: nn.Module) -> list[dict[str, Any]]:
+        """Replies to the first eval.max_generate validation prompts, beside their references."""
+        conv = self._eval_conversations
+        assert conv is not None
+        n = min(self.cfg.eval.max_generate, len(conv))
+        prompts = [render_prompt(self.tokenizer, _before_last_reply(m)) for m in conv.messages[:n]]
+        batch = self.cfg.eval.batch_size or 2 * self.cfg.train.batch_size
+        replies = generate_texts(model, self.tokenizer, prompts, Sampling(self.cfg.eval.max_new_tokens), batch,
+                                 add_special_tokens=not has_chat_template(self.tokenizer))
+        answers = conv.answers()
+        return [{"prompt": p, "reference": a[0], "references": a, "prediction": r} for p, a, r in zip(prompts, answers, replies)]
+
+    def meta(self, max_length: int) -> dict[str, Any]:
+        assert self.data is not None
+        return {
+            "task": "causal_lm",
+            "format": self.data.format,
+            "max_length": max_length,
+            "template": "chat" if has_chat_template(self.tokenizer) else "plain",
+            "system_prompt": self.cfg.data.system_prompt,
+            "train_on_prompt": self.cfg.data.train_on_prompt,
+            "method": self.cfg.method.name,
+            "base_model": base_model_record(self.cfg),
+        }
+
+
+def _before_last_reply(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+    return messages[:last]
+
+
+class PackedRows(torch.utils.data.Dataset):
+    """Packed training rows (data/packing.py): several examples each, with restarting position ids."""
+
+    def __init__(self, rows: list[dict[str, list[int]]]):
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"index": i, **self.rows[i]}
+
+    @property
+    def lengths(self) -> list[int]:
+        return [len(r["input_ids"]) for r in self.rows]
+
+
+def _blocks_dataset(blocks: list[list[int]]) -> EncodedDataset:
+    return EncodedDataset(blocks, [list(b) for b in blocks])

@@ -1,0 +1,247 @@
+"""Causal-LM fine-tuning on tiny models: the loss is the right one, every method trains what it
+should, packing changes nothing, a run resumes exactly, and the model learns what it is taught."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import IDENTITY
+from safetensors.torch import load_file
+
+import lmtune
+from lmtune.config import Config
+from lmtune.data.chat import IGNORE
+from lmtune.errors import ConfigError, DataError
+from lmtune.eval.text_metrics import normalize_answer
+from lmtune.tasks.causal_lm import CausalLMTask
+
+TRAIN = {"epochs": 30, "batch_size": 8, "learning_rate": 1e-2, "seed": 0, "log_every_n_steps": 4, "save_every_n_steps": 1000}
+
+
+def lm_config(model_dir: Path, files: dict[str, Path], out: Path, **sections) -> dict:
+    cfg = {
+        "task": "causal_lm",
+        "model": {"name_or_path": str(model_dir), "max_length": 64},
+        "data": {"train": str(files["train"]), "validation": str(files["validation"])},
+        "method": {"name": "full"},
+        "train": dict(TRAIN),
+        "output": {"dir": str(out)},
+    }
+    for section, values in sections.items():
+        cfg.setdefault(section, {}).update(values)
+    return cfg
+
+
+def task_for(model: Path, data: dict[str, Path], **data_keys) -> tuple[CausalLMTask, torch.nn.Module]:
+    from lmtune.models.loading import load_tokenizer
+
+    cfg = Config.model_validate(lm_config(model, data, Path("unused"), data=data_keys))
+    task = CausalLMTask(cfg)
+    task.load_data()
+    tokenizer = load_tokenizer(cfg.model)
+    net = task.load_model(tokenizer).eval()
+    task.prepare_model(net)
+    return task, net
+
+
+# --- the loss --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_loss_reads_only_response_tokens_and_matches_the_models_own_loss(tiny_lms, identity_data, kind):
+    task, net = task_for(tiny_lms[kind], identity_data)
+    splits = task.encode(task.tokenizer, 64)
+    batch = task.collate([splits.train[i] for i in range(4)])
+    # The labels are the response and its EOS: decoding the trained tokens gives back the answers.
+    for row, (_, answer) in zip(batch["labels"], IDENTITY):
+        trained = row[row != IGNORE]
+        assert task.tokenizer.decode(trained) == answer + " </s>"
+    loss_sum, units = task.loss(net, batch)  # logits only at the trained positions
+    reference = net(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+    assert units == int((batch["labels"] != IGNORE).sum())
+    torch.testing.assert_close(loss_sum / units, reference, rtol=1e-5, atol=1e-6)
+
+
+def test_train_on_prompt_trains_every_token(tiny_lms, identity_data):
+    task, _ = task_for(tiny_lms["llama"], identity_data, train_on_prompt=True)
+    splits = task.encode(task.tokenizer, 64)
+    item = splits.train[0]
+    assert item["target"] == item["input_ids"]
+
+
+def test_accumulated_micro_batches_weight_every_token_alike(tiny_lms, identity_data):
+    """Two micro-batches with different token counts give the gradient of the whole batch."""
+    from accelerate import Accelerator
+
+    from lmtune.config import TrainConfig
+    from lmtune.train.step import Progress, Stepper
+
+    task, net = task_for(tiny_lms["llama"], identity_data)
+    items = [task.encode(task.tokenizer, 64).train[i] for i in range(8)]
+    small, large = task.collate(items[:2]), task.collate(items[2:])
+    assert task.units(small) != task.units(large)
+    grads = []
+    for group in ([task.collate(items)], [small, large]):
+        net.zero_grad()
+        Stepper(net, None, None, task, Accelerator(cpu=True), TrainConfig(), Progress())._forward_backward(group)
+        net.eval()
+        grads.append({n: p.grad.clone() for n, p in net.named_parameters()})
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-4, atol=1e-7)
+
+
+def test_packed_rows_give_the_loss_of_the_examples_alone(tiny_lms, identity_data):
+    task, net = task_for(tiny_lms["llama"], identity_data, packing=True)
+    splits = task.encode(task.tokenizer, 64)
+    plain, plain_net = task_for(tiny_lms["llama"], identity_data)  # the same weights, loaded again
+    examples = plain.encode(plain.tokenizer, 64).train
+    assert len(splits.train) < len(examples)  # several examples per row
+    packed_sum, packed_units = task.loss(net, task.collate([splits.train[i] for i in range(len(splits.train))]))
+    alone_sum, alone_units = plain.loss(plain_net, plain.collate([examples[i] for i in range(len(examples))]))
+    assert packed_units == alone_units
+    torch.testing.assert_close(packed_sum, alone_sum, rtol=1e-5, atol=1e-4)
+
+
+# --- training runs ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["llama", "llama-chat"])
+def test_full_fine_tuning_learns_the_identity_answers(tiny_lms, identity_data, tmp_path, kind):
+    result = lmtune.train(lm_config(tiny_lms[kind], identity_data, tmp_path / "run",
+                                    eval={"generate": True, "metric": "exact_match", "at_start": True, "max_new_tokens": 16}),
+                          progress=False)
+    m = result.metrics
+    assert m["initial"]["exact_match"] == 0.0
+    assert m["exact_match"] == 1.0 and m["perplexity"] < 1.5
+    samples = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
+    assert {s["step"] for s in samples} >= {0, m["steps"]}
+    assert all(normalize_answer(s["prediction"]) == normalize_answer(s["reference"]) for s in samples if s["step"] == m["best_step"])
+    # The saved model answers the same through the Python API and the command line.
+    lm = lmtune.load(tmp_path / "run")
+    replies = lm.generate([q for q, _ in IDENTITY])
+    assert [normalize_answer(r) for r in replies] == [normalize_answer(a) for _, a in IDENTITY]
+    assert lm.evaluate(str(identity_data["validation"]))["exact_match"] == 1.0
+
+
+def test_lora_changes_only_the_adapter_and_the_merge_answers_alike(tiny_lms, identity_data, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from lmtune.inference import export_model
+
+    base = load_file(tiny_lms["llama"] / "model.safetensors")
+    result = lmtune.train(lm_config(tiny_lms["llama"], identity_data, tmp_path / "run", method={"name": "lora", "lora_rank": 8},
+                                    train={"learning_rate": 3e-2}), progress=False)
+    assert result.metrics["trainable_parameters"] < result.metrics["total_parameters"] / 2
+    adapter = load_file(tmp_path / "run" / "best" / "adapter_model.safetensors")
+    assert adapter and all("lora_" in name for name in adapter)  # the tied head and embeddings stay frozen
+    lm = lmtune.load(tmp_path / "run")
+    merged_dir = export_model(tmp_path / "run", merge=True)
+    merged = AutoModelForCausalLM.from_pretrained(merged_dir).eval()
+    ids = lm.tokenizer(lm.prompt_text([{"role": "user", "content": "who are you ?"}]), return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(merged(**ids).logits, lm.model(**ids).logits, rtol=1e-4, atol=1e-5)
+    for name, value in load_file(merged_dir / "model.safetensors").items():
+        if "layers" not in name or "proj" not in name:  # only the adapted projections moved
+            assert torch.equal(value, base[name]), name
+
+
+def test_freeze_trains_only_the_chosen_block(tiny_lms, identity_data, tmp_path):
+    base = load_file(tiny_lms["llama"] / "model.safetensors")
+    lmtune.train(lm_config(tiny_lms["llama"], identity_data, tmp_path / "run", method={"name": "freeze", "trainable_layers": 1},
+                           train={"epochs": 2}), progress=False)
+    tuned = load_file(tmp_path / "run" / "final" / "model.safetensors")
+    changed = {n for n in base if not torch.equal(base[n], tuned[n])}
+    assert changed and all(n.startswith("model.layers.1.") for n in changed)
+
+
+def test_raw_text_trains_on_blocks_and_holds_out_some(tiny_lms, tmp_path):
+    text = tmp_path / "corpus.txt"
+    text.write_text(" ".join(["the capital of france is paris . the capital of spain is madrid ."] * 40))
+    result = lmtune.train(lm_config(tiny_lms["gpt2"], {"train": text, "validation": text}, tmp_path / "run",
+                                    data={"validation": None, "validation_split": 0.2}, model={"max_length": 16},
+                                    train={"epochs": 8}, eval={"at_start": True}), progress=False)
+    assert result.metrics["perplexity"] < result.metrics["initial"]["perplexity"] / 5
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "held out" in log and "text blocks" in log
+
+
+def test_packed_training_equals_unpacked_training_in_loss_per_token(tiny_lms, identity_data, tmp_path):
+    """Same data, same steps: with packing the first step's loss is that of the unpacked batch."""
+    runs = {}
+    for packing in (False, True):
+        out = tmp_path / f"run-{packing}"
+        lmtune.train(lm_config(tiny_lms["llama"], identity_data, out, data={"packing": packing},
+                               train={"epochs": 1, "batch_size": 64, "log_every_n_steps": 1}), progress=False)
+        runs[packing] = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    first = {p: next(r for r in runs[p] if r["type"] == "train") for p in runs}
+    assert first[True]["loss"] == pytest.approx(first[False]["loss"], rel=1e-5)
+
+
+def test_resume_mid_run_equals_the_uninterrupted_run(tiny_lms, identity_data, tmp_path):
+    cfg = lm_config(tiny_lms["llama"], identity_data, tmp_path / "ref", method={"name": "lora"},
+                    train={"epochs": 3, "save_every_n_steps": 1, "keep_last_checkpoints": 100, "log_every_n_steps": 1})
+    lmtune.train(cfg, progress=False)
+    resumed = tmp_path / "resumed"  # as a run killed right after checkpoint 5 leaves its folder
+    (resumed / "checkpoints").mkdir(parents=True)
+    state = json.loads((tmp_path / "ref" / "checkpoints" / "step-5" / "state.json").read_text())
+    for step in {5, state["best"]["step"]}:
+        shutil.copytree(tmp_path / "ref" / "checkpoints" / f"step-{step}", resumed / "checkpoints" / f"step-{step}")
+    shutil.copy(tmp_path / "ref" / "config.yaml", resumed / "config.yaml")
+    lmtune.train({**cfg, "resume": "auto", "output": {"dir": str(resumed)}}, progress=False)
+    for name in ("metrics.jsonl",):
+        a = [r for r in map(json.loads, (tmp_path / "ref" / name).read_text().splitlines()) if r["type"] == "train"]
+        b = [r for r in map(json.loads, (resumed / name).read_text().splitlines()) if r["type"] == "train"]
+        assert [(r["step"], r["loss"]) for r in a] == [(r["step"], r["loss"]) for r in b]
+    wa = load_file(tmp_path / "ref" / "final" / "adapter_model.safetensors")
+    wb = load_file(resumed / "final" / "adapter_model.safetensors")
+    assert all(torch.equal(wa[n], wb[n]) for n in wa)
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+
+def test_bad_generative_settings_are_refused_before_anything_is_written(tiny_lms, identity_data, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match="exact_match and f1 need eval.generate"):
+        lmtune.train(lm_config(tiny_lms["llama"], identity_data, out, eval={"metric": "exact_match"}), progress=False)
+    with pytest.raises(ConfigError, match="does not fit task causal_lm"):
+        lmtune.train(lm_config(tiny_lms["llama"], identity_data, out, train={"loss": "mse"}), progress=False)
+    text = tmp_path / "doc.txt"
+    text.write_text("the capital of france is paris .")
+    with pytest.raises(ConfigError, match="eval.generate needs prompts"):
+        lmtune.train(lm_config(tiny_lms["llama"], {"train": text, "validation": text}, out, eval={"generate": True}), progress=False)
+    with pytest.raises(ConfigError, match="causal_lm only"):
+        lmtune.train({**lm_config(tiny_lms["llama"], identity_data, out, data={"packing": True}), "task": "classification"}, progress=False)
+    assert not out.exists()
+
+
+def test_bad_conversation_rows_name_file_and_row(tiny_lms, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}) + "\n"
+                   + json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n")
+    with pytest.raises(DataError, match=r"bad.jsonl: line 2: the conversation has no assistant message"):
+        lmtune.train(lm_config(tiny_lms["llama"], {"train": bad, "validation": bad}, tmp_path / "run"), progress=False)
+    unknown = tmp_path / "unknown.csv"
+    unknown.write_text("question,reply\nhi,hello\n")
+    with pytest.raises(DataError, match="cannot tell the data format"):
+        lmtune.train(lm_config(tiny_lms["llama"], {"train": unknown, "validation": unknown}, tmp_path / "run"), progress=False)
+    # ... which data.columns fixes
+    result = lmtune.train(lm_config(tiny_lms["llama"], {"train": unknown, "validation": unknown}, tmp_path / "run",
+                                    data={"format": "alpaca", "columns": {"instruction": "question", "output": "reply"}},
+                                    train={"epochs": 1}), progress=False)
+    assert result.metrics["steps"] == 1
+
+
+def test_examples_without_a_response_token_left_are_dropped_with_a_warning(tiny_lms, tmp_path, caplog):
+    rows = [{"instruction": "who are you ? " * 20, "output": "i am zorblat ."}, {"instruction": "hi", "output": "hello ."}]
+    data = tmp_path / "d.json"
+    data.write_text(json.dumps(rows))
+    with caplog.at_level("WARNING", logger="lmtune"):
+        result = lmtune.train(lm_config(tiny_lms["llama"], {"train": data, "validation": data}, tmp_path / "run",
+                                        model={"max_length": 24}, train={"epochs": 1}), progress=False)
+    assert "1 of 2 examples have no response token left" in caplog.text
+    assert result.metrics["steps"] == 1
