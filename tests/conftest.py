@@ -210,3 +210,45 @@ def identity_data(tmp_path_factory) -> dict[str, Path]:
     (root / "train.json").write_text(json.dumps(rows * 8))
     (root / "validation.json").write_text(json.dumps(rows))
     return {"train": root / "train.json", "validation": root / "validation.json"}
+
+
+# --- translation: a tiny T5 and word-for-word pairs between two made-up "languages" ---
+
+WORD_MAP = {"hello": "hi", "who": "what", "are": "am", "you": "me", "my": "your", "name": "answer", "is": "capital",
+            "made": "about", "by": "tell"}
+
+
+def translation_rows(n: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        words = [rng.choice(list(WORD_MAP)) for _ in range(rng.randint(2, 5))]
+        rows.append({"source": " ".join(words), "target": " ".join(WORD_MAP[w] for w in words)})
+    return rows
+
+
+@pytest.fixture(scope="session")
+def tiny_t5(tmp_path_factory) -> Path:
+    import torch
+    from tokenizers import processors
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    folder = tmp_path_factory.mktemp("t5") / "t5"
+    torch.manual_seed(0)
+    T5ForConditionalGeneration(T5Config(
+        vocab_size=len(LM_VOCAB), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4,
+        pad_token_id=0, eos_token_id=LM_VOCAB.index("</s>"), decoder_start_token_id=0,
+    )).save_pretrained(folder, safe_serialization=True)
+    tok = lm_tokenizer()
+    tok.pad_token = "[PAD]"
+    eos = LM_VOCAB.index("</s>")
+    tok.backend_tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", eos)])
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def translation_data(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("pairs")
+    return {"train": write_csv(root / "train.csv", translation_rows(400, 1)),
+            "validation": write_csv(root / "validation.csv", translation_rows(40, 2))}

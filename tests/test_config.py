@@ -170,7 +170,7 @@ def test_classification_needs_something_to_evaluate_on():
 
 def test_generative_keys_are_refused_for_classification():
     assert "data.packing applies to task causal_lm only" in config_error(None, REQUIRED + ["data.packing=true"])
-    assert "eval.generate applies to task causal_lm only" in config_error(None, REQUIRED + ["eval.generate=true"])
+    assert "eval.generate applies to tasks causal_lm and translation only" in config_error(None, REQUIRED + ["eval.generate=true"])
     assert "data.columns: unknown name(s) question" in config_error(None, REQUIRED + ["data.columns={question: q}"])
 
 

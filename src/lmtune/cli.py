@@ -33,9 +33,13 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from lmtune.inference import load
+    from lmtune.inference import Classifier, load
 
-    metrics = load(args.model).evaluate(args.data, args.batch_size)
+    model = load(args.model)
+    if isinstance(model, Classifier):
+        metrics = model.evaluate(args.data, args.batch_size)
+    else:
+        metrics = model.evaluate(args.data, args.batch_size, args.max_generate, args.max_new_tokens)
     print(json.dumps(metrics, indent=2))
     if args.output:
         from lmtune.models.saving import write_json
@@ -193,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="data file with the model's text and label columns")
     p.add_argument("--output", help="also write the metrics to this JSON file")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-generate", type=int, help="language models: generate replies for at most N examples (default: all)")
+    p.add_argument("--max-new-tokens", type=int, default=128, help="language models: longest generated reply")
     p.set_defaults(run=_eval)
 
     p = sub.add_parser("predict", help="label texts with a trained model")

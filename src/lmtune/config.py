@@ -57,6 +57,11 @@ class DataConfig(Section):
     system_prompt: str | None = Field(None, description="causal_lm: system message for conversations that have none.")
     train_on_prompt: bool = Field(False, description="causal_lm: train on prompt tokens too, not only on the responses.")
     packing: bool = Field(False, description="causal_lm: put several examples in one row; they do not attend to each other.")
+    source_column: str = Field("source", description="translation: column of the text to translate.")
+    target_column: str = Field("target", description="translation: column of its translation.")
+    source_lang: str | None = Field(None, description="translation: source language name or code, e.g. English or en.")
+    target_lang: str | None = Field(None, description="translation: target language; zh, ja, ko pick sacrebleu's tokenizer.")
+    header: bool = Field(True, description="CSV/TSV/TXT: false when the first line is data; columns are then named 0, 1, 2, ...")
 
     @model_validator(mode="after")
     def _known_columns(self) -> DataConfig:
@@ -144,7 +149,7 @@ class OutputConfig(Section):
 
 
 class Config(Section):
-    task: Literal["classification", "causal_lm"] = "classification"
+    task: Literal["classification", "causal_lm", "translation"] = "classification"
     resume: str | None = Field(
         None, description="auto: continue from the newest complete checkpoint in output.dir, if any; or a checkpoint or run folder."
     )
@@ -166,12 +171,12 @@ class Config(Section):
             raise ValueError("data.train is required (a data file, datasets folder or hub name)")
         if self.task == "classification" and self.data.validation_split == 0 and not self.data.validation:
             raise ValueError("data.validation_split=0 leaves a classifier nothing to evaluate on; give data.validation or a split > 0")
-        if self.task != "causal_lm":
+        if self.task == "classification":
             for key in ("packing", "train_on_prompt"):
                 if getattr(self.data, key):
                     raise ValueError(f"data.{key} applies to task causal_lm only (task is {self.task})")
             if self.eval.generate:
-                raise ValueError(f"eval.generate applies to task causal_lm only (task is {self.task})")
+                raise ValueError(f"eval.generate applies to tasks causal_lm and translation only (task is {self.task})")
         return self
 
     def to_yaml(self) -> str:

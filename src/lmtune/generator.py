@@ -31,23 +31,37 @@ class Generator:
         return next(self.model.parameters()).device
 
     def prompt_text(self, messages: list[dict[str, str]]) -> str:
-        """The text the model continues: the conversation so far, rendered as in training."""
-        system = self.meta.get("system_prompt")
+        """The text the model continues: the conversation so far, rendered as in training.
+
+        An encoder-decoder (translation) reads the last message's text as it is.
+        """
+        if self.meta.get("seq2seq"):
+            return messages[-1]["content"]
+        system = self.meta.get("data", {}).get("system_prompt")
         if system and not (messages and messages[0]["role"] == "system"):
             messages = [{"role": "system", "content": system}, *messages]
         return render_prompt(self.tokenizer, messages)
 
     def generate(self, prompts: list[str] | str, sampling: Sampling | None = None, batch_size: int = 8) -> list[str]:
-        """One reply per prompt, each prompt taken as a single user message."""
+        """One reply per prompt, each prompt taken as a single user message (for translation: the text to translate)."""
         if isinstance(prompts, str):
             prompts = [prompts]
-        return self.reply([[{"role": "user", "content": p}] for p in prompts], sampling, batch_size)
+        return self.reply([[{"role": "user", "content": self.user_text(p)}] for p in prompts], sampling, batch_size)
+
+    def user_text(self, prompt: str) -> str:
+        """A prompt as the user message of training: translation runs wrap it in their instruction."""
+        template = self.meta.get("prompt_template")
+        return template.format(text=prompt) if template else prompt
 
     def reply(self, conversations: list[list[dict[str, str]]], sampling: Sampling | None = None, batch_size: int = 8) -> list[str]:
         """The next assistant message of each conversation."""
         texts = [self.prompt_text(c) for c in conversations]
         return generate_texts(self.model, self.tokenizer, texts, sampling or Sampling(), batch_size,
-                              add_special_tokens=not has_chat_template(self.tokenizer))
+                              add_special_tokens=self._special_tokens())
+
+    def _special_tokens(self) -> bool:
+        # A chat template writes its own special tokens; plain prompts and encoder inputs get the tokenizer's.
+        return bool(self.meta.get("seq2seq")) or not has_chat_template(self.tokenizer)
 
     def stream_reply(self, messages: list[dict[str, str]], sampling: Sampling, on_text: Any) -> str:
         """Generate the next assistant message, handing each piece of text to `on_text` as it comes."""
@@ -57,28 +71,31 @@ class Generator:
             def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
                 on_text(text)
 
-        enc = self.tokenizer(self.prompt_text(messages), return_tensors="pt",
-                             add_special_tokens=not has_chat_template(self.tokenizer)).to(self.device)
+        enc = self.tokenizer(self.prompt_text(messages), return_tensors="pt", add_special_tokens=self._special_tokens()).to(self.device)
         options = generation_options(self.model, self.tokenizer, sampling)
         with torch.no_grad():
             out = self.model.generate(**enc, **options, streamer=Relay(self.tokenizer, skip_prompt=True, skip_special_tokens=True))
-        return self.tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+        new = out[0] if self.meta.get("seq2seq") else out[0, enc["input_ids"].shape[1]:]
+        return self.tokenizer.decode(new, skip_special_tokens=True).strip()
 
-    def evaluate(self, path: str, batch_size: int = 8, max_generate: int | None = None) -> dict[str, Any]:
-        """Loss and perplexity on a data file in the run's format; exact match and F1 of replies for conversations."""
-        from lmtune.tasks.causal_lm import CausalLMTask
+    def evaluate(self, path: str, batch_size: int = 8, max_generate: int | None = None, max_new_tokens: int = 128) -> dict[str, Any]:
+        """Loss and perplexity on a data file read as in training; for prompts with answers, also the
+        scores of generated replies (exact match and F1, or BLEU and chrF for translation)."""
+        from lmtune.tasks import build_task
 
-        fmt = self.meta.get("format", "auto")
-        conversations = fmt != "text"
+        data = self.meta.get("data", {})
+        generate = data.get("format") != "text"
         cfg = Config.model_validate({
-            "task": "causal_lm",
-            "model": {"name_or_path": str(self.folder or "."), "max_length": self.meta["max_length"]},
-            "data": {"train": path, "validation": path, "format": fmt, "system_prompt": self.meta.get("system_prompt"),
-                     "train_on_prompt": self.meta.get("train_on_prompt", False)},
+            "task": self.meta.get("task", "causal_lm"),
+            # an adapter folder holds no model config: the task reads the base model's
+            "model": {**(self.meta["base_model"] if self.meta.get("adapter") else {"name_or_path": str(self.folder or ".")}),
+                      "max_length": self.meta["max_length"]},
+            "data": {**data, "train": path, "validation": path},
             "train": {"batch_size": batch_size},
-            "eval": {"generate": conversations, "max_generate": max_generate or 1_000_000_000, "batch_size": batch_size},
+            "eval": {"generate": generate, "max_generate": max_generate or 1_000_000_000, "batch_size": batch_size,
+                     "max_new_tokens": max_new_tokens},
         })
-        task = CausalLMTask(cfg)
+        task: Any = build_task(cfg)
         task.load_data()
         task.use_tokenizer(self.tokenizer)
         task.prepare_model(self.model)
@@ -91,10 +108,10 @@ class Generator:
 
             assert splits.validation is not None
             loader = torch.utils.data.DataLoader(splits.validation, batch_size=batch_size, collate_fn=to_device)
-            return task.evaluate(self.model, loader, None, generate=conversations).metrics
+            return task.evaluate(self.model, loader, None, generate=generate).metrics
         finally:
-            assert task.positions is not None
-            task.positions.remove()
+            if task.positions is not None:
+                task.positions.remove()
 
 
 def load_lm(path: str | Path, device: str | None = None, gguf_file: str | None = None) -> Generator:
@@ -108,7 +125,7 @@ def load_lm(path: str | Path, device: str | None = None, gguf_file: str | None =
     if folder is None:
         return load_generator(path, None, None, device, gguf_file)
     meta = json.loads((folder / META_FILE).read_text())
-    if meta.get("task") != "causal_lm":
+    if meta.get("task") not in ("causal_lm", "translation"):
         from lmtune.errors import ModelError
 
         raise ModelError(f"{folder} holds a {meta.get('task', 'classification')} model, not a language model that generates text")
@@ -119,24 +136,27 @@ def load_generator(path: str | Path, folder: Path | None, meta: dict[str, Any] |
                    gguf_file: str | None = None) -> Generator:
     """A trained run's model (folder with meta), or any causal LM folder, hub id or GGUF file."""
     from lmtune.inference import base_model_config
-    from lmtune.models.loading import load_causal_lm, load_tokenizer
+    from lmtune.models.loading import is_encoder_decoder, load_causal_lm, load_seq2seq_lm, load_tokenizer
+
+    load = load_seq2seq_lm if meta and meta.get("seq2seq") else load_causal_lm
 
     if meta is None:  # not an lmtune model: a base model, used as it is
         mc = ModelConfig(name_or_path=str(path), gguf_file=gguf_file)
         tokenizer = load_tokenizer(mc)
-        model = load_causal_lm(mc, tokenizer)
-        meta = {"task": "causal_lm", "format": "messages", "max_length": mc.max_length, "system_prompt": None}
+        seq2seq = is_encoder_decoder(mc)
+        model = (load_seq2seq_lm if seq2seq else load_causal_lm)(mc, tokenizer)
+        meta = {"task": "causal_lm", "seq2seq": seq2seq, "max_length": mc.max_length, "data": {"format": "messages"}}
     elif meta.get("adapter"):
         from peft import PeftModel
 
         assert folder is not None
         tokenizer = load_tokenizer(ModelConfig(name_or_path=str(folder)))
-        model = PeftModel.from_pretrained(load_causal_lm(base_model_config(meta), tokenizer), folder)
+        model = PeftModel.from_pretrained(load(base_model_config(meta), tokenizer), folder)
     else:
         assert folder is not None
         mc = ModelConfig(name_or_path=str(folder))
         tokenizer = load_tokenizer(mc)
-        model = load_causal_lm(mc, tokenizer)
+        model = load(mc, tokenizer)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return Generator(model.to(device), tokenizer, meta, folder)
 

@@ -120,7 +120,7 @@ def load(path: str | Path, device: str | None = None) -> Classifier | Generator:
 
     folder = resolve_model_dir(path)
     meta = json.loads((folder / META_FILE).read_text())
-    if meta.get("task") == "causal_lm":
+    if meta.get("task") in ("causal_lm", "translation"):
         return load_generator(path, folder, meta, device)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if meta.get("adapter"):

@@ -138,3 +138,23 @@ class CausalCollator:
             attention_mask[row, :k] = 1
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
                 "index": torch.tensor([it["index"] for it in items], dtype=torch.long)}
+
+
+class Seq2SeqCollator:
+    """Pad encoder inputs and target labels (an encoder-decoder's `target`) each to its own longest row."""
+
+    def __init__(self, pad_token_id: int):
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        n = len(items)
+        width, label_width = max(len(it["input_ids"]) for it in items), max(len(it["target"]) for it in items)
+        input_ids = torch.full((n, width), self.pad_token_id, dtype=torch.long)  # (B, S)
+        attention_mask = torch.zeros((n, width), dtype=torch.long)  # (B, S)
+        labels = torch.full((n, label_width), -100, dtype=torch.long)  # (B, L)
+        for row, it in enumerate(items):
+            input_ids[row, : len(it["input_ids"])] = torch.tensor(it["input_ids"], dtype=torch.long)
+            attention_mask[row, : len(it["input_ids"])] = 1
+            labels[row, : len(it["target"])] = torch.tensor(it["target"], dtype=torch.long)
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
+                "index": torch.tensor([it["index"] for it in items], dtype=torch.long)}

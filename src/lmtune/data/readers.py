@@ -17,7 +17,7 @@ from typing import Any
 
 from lmtune.errors import DataError
 
-FORMATS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".txt": "tsv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 MAX_FIELD_CHARS = 10_000_000
 
 
@@ -46,8 +46,11 @@ class Table:
         return Table(self.source, self.columns, self.rows[:n], self.places[:n], self.place_word)
 
 
-def read_table(path: str) -> Table:
-    """Read a data file, a saved `datasets` folder, or (online) a hub dataset `name[:split]`."""
+def read_table(path: str, header: bool = True) -> Table:
+    """Read a data file, a saved `datasets` folder, or (online) a hub dataset `name[:split]`.
+
+    `header=False`: the first line of a CSV/TSV file is data, and columns are named 0, 1, 2, ...
+    """
     p = Path(path)
     if p.is_dir():
         return _read_saved_dataset(p)
@@ -58,7 +61,7 @@ def read_table(path: str) -> Table:
         reader = {"csv": _read_delimited, "tsv": _read_delimited, "json": _read_json, "jsonl": _read_jsonl}.get(fmt)
         if reader is None:
             return _read_parquet(p)
-        return reader(p, _decode(p)) if fmt in ("json", "jsonl") else reader(p, _decode(p), fmt)
+        return reader(p, _decode(p)) if fmt in ("json", "jsonl") else reader(p, _decode(p), fmt, header)
     if fmt is None and re.fullmatch(r"[\w.-]+(/[\w.-]+)?(:[\w.-]+)?", path):
         return _read_hub_dataset(path)
     raise DataError(f"data file {path} does not exist (looked in {p.resolve().parent})")
@@ -84,19 +87,19 @@ def _decode(p: Path) -> str:
     return text.removeprefix("\ufeff")
 
 
-def _read_delimited(p: Path, text: str, fmt: str) -> Table:
+def _read_delimited(p: Path, text: str, fmt: str, has_header: bool = True) -> Table:
     # GLUE-style TSV files are unquoted: a quote character is literal text there.
-    if fmt == "tsv":
-        reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE, strict=True)
-    else:
-        reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    reader = csv.reader(io.StringIO(text, newline=""), **_dialect(fmt))
     csv.field_size_limit(MAX_FIELD_CHARS)
     rows: list[dict[str, Any]] = []
     places: list[int] = []
     try:
         header = next(reader, None)
         if header is None or not any(h.strip() for h in header):
-            raise DataError(f"{p}: the file is empty; the first line must name the columns")
+            raise DataError(f"{p}: the file is empty" + ("; the first line must name the columns" if has_header else ""))
+        if not has_header:  # the first line is a row: name columns by position and read it again
+            header = [str(i) for i in range(len(header))]
+            reader = csv.reader(io.StringIO(text, newline=""), **_dialect(fmt))
         header = [h.strip() for h in header]
         dupes = sorted({h for h in header if header.count(h) > 1})
         if dupes:
@@ -117,6 +120,12 @@ def _read_delimited(p: Path, text: str, fmt: str) -> Table:
     except csv.Error as err:
         raise DataError(f"{p}: line {reader.line_num}: malformed {fmt.upper()} ({err})") from None
     return Table(str(p), header, rows, places)
+
+
+def _dialect(fmt: str) -> dict[str, Any]:
+    if fmt == "tsv":
+        return {"delimiter": "\t", "quoting": csv.QUOTE_NONE, "strict": True}
+    return {"strict": True}
 
 
 def _check_records(p: Path, records: list[Any], places: list[int], word: str) -> Table:

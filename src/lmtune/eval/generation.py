@@ -38,7 +38,8 @@ def generate_texts(
             enc = tokenizer([prompts[i] for i in chunk], return_tensors="pt", padding=True,
                             add_special_tokens=add_special_tokens).to(device)
             out = model.generate(**enc, **options)  # (B, prompt + new)
-            new = out[:, enc["input_ids"].shape[1]:]
+            # A decoder-only model returns prompt + reply; an encoder-decoder returns the reply alone.
+            new = out if getattr(model.config, "is_encoder_decoder", False) else out[:, enc["input_ids"].shape[1]:]
             for i, row in zip(chunk, new):
                 texts[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
         outputs = [texts[i] for i in range(len(prompts))]

@@ -18,7 +18,8 @@ from collections import Counter
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = set(string.punctuation)
-BLEU_TOKENIZERS = {"zh": "zh", "cmn": "zh", "ja": "ja-mecab", "ko": "ko-mecab"}
+BLEU_TOKENIZERS = {"zh": "zh", "cmn": "zh", "chinese": "zh", "mandarin": "zh", "ja": "ja-mecab", "japanese": "ja-mecab",
+                   "ko": "ko-mecab", "korean": "ko-mecab"}
 
 
 def normalize_answer(text: str) -> str:
@@ -63,7 +64,10 @@ def translation_metrics(predictions: list[str], references: list[list[str]], tar
     # sacrebleu takes reference *streams*: stream k holds the k-th reference of every sentence.
     streams = [[r[k] if k < len(r) else r[0] for r in references] for k in range(width)]
     lang = (target_lang or "").lower().split("-")[0].split("_")[0]
-    bleu = sacrebleu.corpus_bleu(predictions, streams, tokenize=BLEU_TOKENIZERS.get(lang, "13a"))
+    try:
+        bleu = sacrebleu.corpus_bleu(predictions, streams, tokenize=BLEU_TOKENIZERS.get(lang, "13a"))
+    except ImportError:  # the Japanese and Korean tokenizers need MeCab; characters are the fallback
+        bleu = sacrebleu.corpus_bleu(predictions, streams, tokenize="char")
     chrf = sacrebleu.corpus_chrf(predictions, streams)
     return {"bleu": float(bleu.score), "chrf": float(chrf.score)}
 

@@ -114,6 +114,25 @@ def load_causal_lm(cfg: ModelConfig, tokenizer: Any, dtype: torch.dtype = torch.
     return model
 
 
+def load_seq2seq_lm(cfg: ModelConfig, tokenizer: Any, dtype: torch.dtype = torch.float32) -> nn.Module:
+    """An encoder-decoder (T5, BART, Marian) with its pretrained generation head, in fp32 by default."""
+    from transformers import AutoModelForSeq2SeqLM
+
+    return _from_pretrained(AutoModelForSeq2SeqLM, cfg, dtype)
+
+
+def is_encoder_decoder(cfg: ModelConfig) -> bool:
+    """Whether the model is an encoder-decoder, from its config alone (no weights are read)."""
+    from transformers import AutoConfig
+
+    source = ModelSource.from_config(cfg)
+    try:
+        config = AutoConfig.from_pretrained(source.path, **source.kwargs(cfg))
+    except Exception as err:  # as in _from_pretrained: one clear message for every kind of bad source
+        raise _explain(err, source, "model config") from None
+    return bool(getattr(config, "is_encoder_decoder", False))
+
+
 def _from_pretrained(auto_class: Any, cfg: ModelConfig, dtype: torch.dtype, **extra: Any) -> nn.Module:
     from transformers import GgufConfig
 

@@ -6,8 +6,9 @@ from lmtune.config import Config
 from lmtune.tasks.base import Evaluation, Splits, Task
 from lmtune.tasks.causal_lm import CausalLMTask
 from lmtune.tasks.classification import ClassificationTask
+from lmtune.tasks.translation import TranslationTask
 
-TASKS: dict[str, type] = {"classification": ClassificationTask, "causal_lm": CausalLMTask}
+TASKS: dict[str, type] = {"classification": ClassificationTask, "causal_lm": CausalLMTask, "translation": TranslationTask}
 
 
 def build_task(cfg: Config) -> Task:

@@ -30,15 +30,14 @@ from lmtune.tasks.base import Evaluation, Splits, base_model_record
 
 log = logging.getLogger("lmtune")
 
-GENERATION_METRICS = {"exact_match", "f1"}
-
-
 def next_token_targets(labels: torch.Tensor) -> torch.Tensor:
     """(B, T) labels -> (B, T) targets: position t predicts token t+1; the last position predicts nothing."""
     return F.pad(labels[:, 1:], (0, 1), value=IGNORE)
 
 
 class CausalLMTask:
+    generation_metrics = ("exact_match", "f1")  # scores of generated replies (eval.generate)
+
     def __init__(self, cfg: Config):
         self.cfg = cfg
         self.data: GenerativeData | None = None
@@ -55,15 +54,19 @@ class CausalLMTask:
             raise ConfigError(f"train.loss={cfg.train.loss} does not fit task causal_lm; use cross_entropy (or auto)")
         if cfg.train.class_weights is not None:
             raise ConfigError("train.class_weights applies to classification only (task is causal_lm)")
-        self.data = load_generative_data(cfg.data, cfg.train.seed)
+        self.data = self.read_data()
         if cfg.eval.generate and self.data.format == "text":
             raise ConfigError("eval.generate needs prompts and answers to compare; data.format is text (raw documents)")
-        allowed = {"loss", "perplexity"} | (GENERATION_METRICS if cfg.eval.generate else set())
+        scored = set(self.generation_metrics)
+        allowed = {"loss", "perplexity"} | (scored if cfg.eval.generate else set())
         name = "loss" if cfg.eval.metric == "auto" else cfg.eval.metric
         if name not in allowed:
-            more = "" if cfg.eval.generate else " (exact_match and f1 need eval.generate: true)"
-            raise ConfigError(f"eval.metric={name!r} is not reported for task causal_lm; choose one of {', '.join(sorted(allowed))}{more}")
+            more = "" if cfg.eval.generate else f" ({' and '.join(sorted(scored))} need eval.generate: true)"
+            raise ConfigError(f"eval.metric={name!r} is not reported for task {cfg.task}; choose one of {', '.join(sorted(allowed))}{more}")
         self.metric, self.greater_is_better = name, name not in LOWER_IS_BETTER
+
+    def read_data(self) -> GenerativeData:
+        return load_generative_data(self.cfg.data, self.cfg.train.seed)
 
     def use_tokenizer(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
@@ -204,12 +207,15 @@ class CausalLMTask:
         scores: list[Any] = [None]
         if main:  # one process generates; the others wait for its scores
             samples = self.generate_samples(accelerator.unwrap_model(model) if accelerator is not None else model)
-            scores = [qa_metrics([s["prediction"] for s in samples], [s["references"] for s in samples])]
+            scores = [self.score_replies([s["prediction"] for s in samples], [s["references"] for s in samples])]
         if processes > 1:
             from accelerate.utils import broadcast_object_list
 
             scores = broadcast_object_list(scores)
         return Evaluation({**metrics, **scores[0]}, samples)
+
+    def score_replies(self, predictions: list[str], references: list[list[str]]) -> dict[str, float]:
+        return qa_metrics(predictions, references)
 
     def generate_samples(self, model: nn.Module) -> list[dict[str, Any]]:
         """Replies to the first eval.max_generate validation prompts, beside their references."""
@@ -225,13 +231,13 @@ class CausalLMTask:
 
     def meta(self, max_length: int) -> dict[str, Any]:
         assert self.data is not None
+        d = self.cfg.data
         return {
-            "task": "causal_lm",
-            "format": self.data.format,
+            "task": self.cfg.task,
             "max_length": max_length,
             "template": "chat" if has_chat_template(self.tokenizer) else "plain",
-            "system_prompt": self.cfg.data.system_prompt,
-            "train_on_prompt": self.cfg.data.train_on_prompt,
+            # what reading an evaluation file and prompting the model the same way needs
+            "data": {"format": self.data.format, "system_prompt": d.system_prompt, "train_on_prompt": d.train_on_prompt},
             "method": self.cfg.method.name,
             "base_model": base_model_record(self.cfg),
         }

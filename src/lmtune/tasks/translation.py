@@ -1,0 +1,165 @@
+"""Translation: pairs of a source text and its translation, scored with BLEU and chrF.
+
+A decoder-only model learns it as instruction tuning: the user message is the instruction
+"Translate the following {source_lang} text to {target_lang}." and the source text, the
+assistant message is the translation (trained on alone), all through the same chat or plain
+template as task causal_lm. An encoder-decoder (T5, BART, Marian) is loaded with its seq2seq
+head and trained on the pair directly: the source is the encoder input, the translation the
+decoder's labels.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmtune.data.batching import EncodedDataset, Seq2SeqCollator
+from lmtune.data.chat import IGNORE
+from lmtune.data.generative import Conversations, GenerativeData
+from lmtune.data.readers import read_table
+from lmtune.errors import ConfigError, DataError
+from lmtune.eval.generation import Sampling, generate_texts
+from lmtune.eval.text_metrics import translation_metrics
+from lmtune.models.loading import is_encoder_decoder, load_seq2seq_lm
+from lmtune.tasks.base import Splits
+from lmtune.tasks.causal_lm import CausalLMTask
+
+log = logging.getLogger("lmtune")
+
+PROMPT = "Translate the following {source} text to {target}.\n\n{{text}}"
+
+
+class TranslationTask(CausalLMTask):
+    generation_metrics = ("bleu", "chrf")
+
+    def __init__(self, cfg: Any):
+        super().__init__(cfg)
+        self.seq2seq = False
+
+    def read_data(self) -> GenerativeData:
+        d = self.cfg.data
+        self.seq2seq = is_encoder_decoder(self.cfg.model)
+        if self.seq2seq and (d.packing or d.train_on_prompt):
+            raise ConfigError("data.packing and data.train_on_prompt apply to decoder-only models; this model is an encoder-decoder")
+        if not self.seq2seq and not (d.source_lang and d.target_lang):
+            raise ConfigError("translation with a decoder-only model needs data.source_lang and data.target_lang "
+                              "(e.g. English and Chinese) for its instruction")
+
+        def read(path: str, limit: int | None) -> Conversations:
+            table = read_table(path, header=d.header)
+            rows = table.rows[:limit] if limit else table.rows
+            if not rows:
+                raise DataError(f"{table.source}: holds no data rows")
+            sources = table.column(d.source_column, "data.source_column")
+            targets = table.column(d.target_column, "data.target_column")
+            messages = []
+            for i in range(len(rows)):
+                for column, value in ((d.source_column, sources[i]), (d.target_column, targets[i])):
+                    if not isinstance(value, str) or not value.strip():
+                        raise DataError(f"{table.source}: {table.where(i)}: {column!r} is empty or not text")
+                messages.append([{"role": "user", "content": self.user_text(sources[i])},
+                                 {"role": "assistant", "content": targets[i]}])
+            return Conversations(table.source, messages)
+
+        train = read(d.train, d.max_train_examples)
+        validation = read(d.validation, d.max_eval_examples) if d.validation else None
+        if validation is None and d.validation_split > 0:
+            order = list(range(len(train)))
+            random.Random(self.cfg.train.seed).shuffle(order)
+            n_held = max(1, round(len(order) * d.validation_split))
+            if len(order) - n_held < 1:
+                raise DataError(f"{train.source}: {len(order)} pair(s) are too few to split off a validation set")
+            validation, train = train.take(sorted(order[:n_held])), train.take(sorted(order[n_held:]))
+            log.info("no data.validation given: held out %d of the training pairs (seed %d)", len(validation), self.cfg.train.seed)
+        test = read(d.test, d.max_eval_examples) if d.test else None
+        return GenerativeData("messages", train, validation, test)
+
+    def user_text(self, source: str) -> str:
+        if self.seq2seq:
+            return source
+        d = self.cfg.data
+        return PROMPT.format(source=d.source_lang, target=d.target_lang).format(text=source)
+
+    # --- encoder-decoder models: the pair directly; decoder-only models: as causal_lm ---------
+
+    def use_tokenizer(self, tokenizer: Any) -> None:
+        super().use_tokenizer(tokenizer)
+        self._seq2seq_collate = Seq2SeqCollator(tokenizer.pad_token_id)
+
+    def load_model(self, tokenizer: Any) -> nn.Module:
+        if not self.seq2seq:
+            return super().load_model(tokenizer)
+        self.use_tokenizer(tokenizer)
+        return load_seq2seq_lm(self.cfg.model, tokenizer)
+
+    def peft_task_type(self) -> str:
+        return "SEQ_2_SEQ_LM" if self.seq2seq else "CAUSAL_LM"
+
+    def prepare_model(self, model: nn.Module) -> None:
+        if not self.seq2seq:
+            super().prepare_model(model)
+
+    def encode(self, tokenizer: Any, max_length: int) -> Splits:
+        if not self.seq2seq:
+            return super().encode(tokenizer, max_length)
+        assert self.data is not None
+        self._eval_conversations = self.data.validation  # type: ignore[assignment]
+
+        def one(conv: Conversations | None, name: str) -> EncodedDataset | None:
+            if conv is None:
+                return None
+            sources = [m[0]["content"] for m in conv.messages]
+            targets = [m[1]["content"] for m in conv.messages]
+            enc = tokenizer(sources, text_target=targets, truncation=True, max_length=max_length)
+            cut = sum(len(x) >= max_length for x in enc["input_ids"]) + sum(len(x) >= max_length for x in enc["labels"])
+            if cut:
+                log.info("%s: %d source or target texts reached max_length=%d and were truncated", name, cut, max_length)
+            return EncodedDataset(enc["input_ids"], enc["labels"])
+
+        train = one(self.data.train, "train")  # type: ignore[arg-type]
+        assert train is not None
+        return Splits(train, one(self.data.validation, "validation"), one(self.data.test, "test"))  # type: ignore[arg-type]
+
+    def collate(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        return self._seq2seq_collate(items) if self.seq2seq else super().collate(items)
+
+    def units(self, batch: dict[str, torch.Tensor]) -> int:
+        return int((batch["labels"] != IGNORE).sum()) if self.seq2seq else super().units(batch)
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        if not self.seq2seq:
+            return super().loss(model, batch)
+        labels = batch["labels"]  # (B, L); the model shifts them right into its decoder inputs
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels, use_cache=False).logits
+        keep = labels != IGNORE
+        loss = F.cross_entropy(logits[keep].float(), labels[keep], reduction="sum", label_smoothing=self.cfg.train.label_smoothing)
+        return loss, int(keep.sum())
+
+    def generate_samples(self, model: nn.Module) -> list[dict[str, Any]]:
+        if not self.seq2seq:
+            return super().generate_samples(model)
+        conv = self._eval_conversations
+        assert conv is not None
+        n = min(self.cfg.eval.max_generate, len(conv))
+        sources = [m[0]["content"] for m in conv.messages[:n]]
+        batch = self.cfg.eval.batch_size or 2 * self.cfg.train.batch_size
+        replies = generate_texts(model, self.tokenizer, sources, Sampling(self.cfg.eval.max_new_tokens), batch)
+        answers = conv.answers()
+        return [{"prompt": p, "reference": a[0], "references": a, "prediction": r} for p, a, r in zip(sources, answers, replies)]
+
+    def score_replies(self, predictions: list[str], references: list[list[str]]) -> dict[str, float]:
+        return translation_metrics(predictions, references, self.cfg.data.target_lang)
+
+    def meta(self, max_length: int) -> dict[str, Any]:
+        d = self.cfg.data
+        meta = super().meta(max_length)
+        meta["seq2seq"] = self.seq2seq
+        meta["prompt_template"] = None if self.seq2seq else PROMPT.format(source=d.source_lang, target=d.target_lang)
+        meta["data"].update(source_column=d.source_column, target_column=d.target_column, source_lang=d.source_lang,
+                            target_lang=d.target_lang, header=d.header)
+        return meta
