@@ -4,6 +4,7 @@ from lmtune.config import Config, load_config
 from lmtune.errors import CheckpointError, ConfigError, DataError, Interrupted, LmtuneError, ModelError, TrainingError
 from lmtune.generator import Generator
 from lmtune.inference import Classifier, export_model, load, merge_adapter
+from lmtune.search import SearchSummary, search
 from lmtune.train.loop import TrainResult, train
 
 __all__ = [
@@ -16,12 +17,14 @@ __all__ = [
     "Interrupted",
     "LmtuneError",
     "ModelError",
+    "SearchSummary",
     "TrainResult",
     "TrainingError",
     "export_model",
     "load",
     "load_config",
     "merge_adapter",
+    "search",
     "train",
 ]
 __version__ = "0.1.0"

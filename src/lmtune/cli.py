@@ -1,4 +1,4 @@
-"""The `lmtune` command: train, eval, predict, generate, chat, export, merge, demo. Thin: it parses, calls the library, prints."""
+"""The `lmtune` command: train, search, eval, predict, generate, chat, export, merge, demo. Thin: it parses, calls the library, prints."""
 
 from __future__ import annotations
 
@@ -29,6 +29,16 @@ def _train(args: argparse.Namespace) -> int:
     shown = {k: v for k, v in result.metrics.items() if not isinstance(v, (dict, list))}
     print(json.dumps(shown, indent=2))
     print(f"run folder: {result.output_dir}")
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    from lmtune.config import load_config
+    from lmtune.search.study import dump_summary, search
+
+    summary = search(load_config(args.config, list(args.overrides)), workers=args.workers)
+    print(dump_summary(summary), end="")
+    print(f"trials: {summary.output_dir / 'trials.csv'}; best config: {summary.output_dir / 'best.yaml'}")
     return 0
 
 
@@ -191,6 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-changes", action="store_true",
                    help="let the resumed run change epochs, max_steps, learning rates or eval settings")
     p.set_defaults(run=_train)
+
+    p = sub.add_parser("search", help="search hyperparameters (the config's search: section) with Optuna; re-run to add trials")
+    p.add_argument("config", help="YAML config file with a search: section")
+    p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. search.n_trials=20")
+    p.add_argument("--workers", type=int, default=1, help="trials run at once on this machine (processes)")
+    p.set_defaults(run=_search)
 
     p = sub.add_parser("eval", help="score a trained model on a labelled data file")
     p.add_argument("model", help="run folder or saved model folder")

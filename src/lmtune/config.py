@@ -148,6 +148,53 @@ class OutputConfig(Section):
     merge_lora: bool = Field(False, description="lora: also write merged/, a plain model with the adapter merged.")
 
 
+class ParamSpec(Section):
+    """One searched config key: a distribution, and optionally when it applies."""
+
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = Field(False, description="Sample on a log scale (float, int).")
+    step: float | None = Field(None, gt=0, description="Grid step (float, int).")
+    choices: list[Any] | None = Field(None, description="categorical: the values to choose from.")
+    when: dict[str, Any] = Field(
+        default_factory=dict, description="Only sample this key when these keys have these values, e.g. {method.name: lora}."
+    )
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)  # choices keep their types
+
+    @model_validator(mode="after")
+    def _complete(self) -> ParamSpec:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical parameter needs a non-empty list of choices")
+        elif self.low is None or self.high is None or self.low > self.high:
+            raise ValueError(f"a {self.type} parameter needs low <= high (got low={self.low}, high={self.high})")
+        elif self.log and self.low <= 0:
+            raise ValueError(f"log=true needs low > 0 (got {self.low})")
+        return self
+
+
+class SearchConfig(Section):
+    metric: str = Field("auto", description="metrics.json key to optimize; auto: eval.metric of the task.")
+    direction: Literal["auto", "maximize", "minimize"] = Field("auto", description="auto: minimize losses and errors, maximize the rest.")
+    n_trials: int | None = Field(None, gt=0, description="Trials to run in this invocation (with timeout: whichever ends first).")
+    timeout: float | None = Field(None, gt=0, description="Stop starting new trials after this many seconds.")
+    sampler: Literal["tpe", "random", "grid", "cmaes"] = "tpe"
+    pruner: Literal["none", "median", "hyperband"] = Field("median", description="Stop unpromising trials from their evaluations.")
+    seed: int = 0
+    storage: str | None = Field(None, description="Optuna storage URL; default: sqlite study.db in output.dir.")
+    study_name: str = "lmtune"
+    space: dict[str, ParamSpec] = Field(default_factory=dict, description="Config key -> distribution.")
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
+
+    @model_validator(mode="after")
+    def _stops(self) -> SearchConfig:
+        if self.space and self.n_trials is None and self.timeout is None:
+            raise ValueError("search needs search.n_trials or search.timeout (or both) to know when to stop")
+        return self
+
+
 class Config(Section):
     task: Literal["classification", "causal_lm", "translation"] = "classification"
     resume: str | None = Field(
@@ -162,6 +209,7 @@ class Config(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
 
     @model_validator(mode="after")
     def _required(self) -> Config:

@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,8 +116,15 @@ def _setup(cfg: Config) -> tuple[Task, Any, Any]:
     return task, tokenizer, model
 
 
-def train(config: Config | dict | str | Path, *, progress: bool = True) -> TrainResult:
-    """Fine-tune a model as the config says; returns the final metrics and where the run was written."""
+def train(
+    config: Config | dict | str | Path, *, progress: bool = True,
+    on_evaluate: Callable[[int, dict[str, Any]], None] | None = None,
+) -> TrainResult:
+    """Fine-tune a model as the config says; returns the final metrics and where the run was written.
+
+    `on_evaluate(step, metrics)` is called after every evaluation during training (the search
+    uses it to stop unpromising trials: an exception it raises ends the run).
+    """
     # Messages from before the run folder exists (data checks, truncation counts) are held back
     # and written to train.log once it does.
     early = logging.handlers.BufferingHandler(capacity=10_000)
@@ -124,12 +132,15 @@ def train(config: Config | dict | str | Path, *, progress: bool = True) -> Train
     if log.level == logging.NOTSET:
         log.setLevel(logging.INFO)
     try:
-        return _train(config, progress, early)
+        return _train(config, progress, early, on_evaluate)
     finally:
         log.removeHandler(early)
 
 
-def _train(config: Config | dict | str | Path, progress: bool, early: logging.handlers.BufferingHandler) -> TrainResult:
+def _train(
+    config: Config | dict | str | Path, progress: bool, early: logging.handlers.BufferingHandler,
+    on_evaluate: Callable[[int, dict[str, Any]], None] | None,
+) -> TrainResult:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -309,6 +320,8 @@ def _train(config: Config | dict | str | Path, progress: bool, early: logging.ha
                         run_log.write({"type": "eval", "step": state.step, "epoch": epoch_pos, **metrics})
                         log.info("step %d: %s", state.step, _summary(metrics))
                         new_best = best.update(state.step, metrics, unwrapped)
+                        if on_evaluate is not None:
+                            on_evaluate(state.step, metrics)
                     stop = finished or best.should_stop
                     if end_of_epoch:
                         state.epoch, state.batches_in_epoch = state.epoch + 1, 0

@@ -68,7 +68,7 @@ def check_compatible(old: Config, new: Config, old_prints: dict[str, str], new_p
     refused, needs_flag, accepted = [], [], []
     for key in sorted(set(before) | set(after)):
         a, b = before.get(key), after.get(key)
-        if a == b or key in NO_EFFECT:
+        if a == b or key in NO_EFFECT or key.startswith("search."):  # the search section never changes a run
             continue
         line = f"{key}: {a!r} -> {b!r}"
         if key in MOVABLE:

@@ -1,0 +1,234 @@
+"""`search(config) -> SearchSummary`: an Optuna study whose every trial is a normal lmtune run.
+
+Each trial samples the search space, trains with `train()` in `OUTPUT_DIR/trials/trial-NNNN/`,
+reports every evaluation to the pruner (a pruned trial stops early and is recorded as pruned),
+and returns the chosen metric. A trial that fails (non-finite loss, out of memory, a bad sampled
+value) is recorded as failed and the search goes on. The study lives in an SQLite file in the
+output folder by default, so running the command again adds trials to the same study; any
+SQLAlchemy URL Optuna accepts lets several processes or machines share one study.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import multiprocessing
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lmtune.config import LOWER_IS_BETTER, Config, build_config, load_config
+from lmtune.errors import ConfigError, LmtuneError
+from lmtune.search.space import check_space, grid, nest, sample
+
+log = logging.getLogger("lmtune")
+
+
+@dataclass
+class SearchSummary:
+    output_dir: Path
+    metric: str
+    direction: str
+    best_value: float | None
+    best_params: dict[str, Any]
+    best_trial: int | None
+    counts: dict[str, int] = field(default_factory=dict)  # trial state -> number of trials
+
+
+def search(config: Config | dict | str | Path, *, workers: int = 1) -> SearchSummary:
+    """Run (or continue) the search the config's `search:` section describes."""
+    import optuna
+
+    base = load_config(config) if isinstance(config, (str, Path)) else build_config(config)
+    if not base.search.space:
+        raise ConfigError("search.space is empty: name at least one config key to search, e.g. "
+                          "train.learning_rate: {type: float, low: 1.0e-5, high: 1.0e-3, log: true}")
+    check_space(base)
+    if workers < 1:
+        raise ConfigError(f"--workers must be 1 or more (got {workers})")
+    out = Path(base.output.dir)
+    out.mkdir(parents=True, exist_ok=True)
+    metric, direction = resolve_objective(base)
+    storage = base.search.storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    _route_optuna_logs()
+    study = optuna.create_study(
+        study_name=base.search.study_name, storage=storage, load_if_exists=True, direction=direction,
+        sampler=_sampler(base), pruner=_pruner(base),
+    )
+    stored = study.user_attrs.get("metric")
+    if stored is not None and stored != metric:
+        raise ConfigError(f"the study in {storage} optimizes {stored!r}, not {metric!r}; use another output.dir or search.study_name")
+    study.set_user_attr("metric", metric)
+    before = len(study.trials)
+    if workers == 1:
+        _optimize(base, storage, before)
+    else:
+        # Processes, not threads: each trial seeds the global RNGs and owns the process's logging.
+        ctx = multiprocessing.get_context("spawn")
+        procs = [ctx.Process(target=_optimize, args=(base.model_dump(mode="json"), storage, before)) for _ in range(workers)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        bad = [p.exitcode for p in procs if p.exitcode]
+        if bad:
+            raise LmtuneError(f"{len(bad)} of {workers} search workers exited with an error (exit codes {bad}); see the log above")
+    study = optuna.load_study(study_name=base.search.study_name, storage=storage)
+    return write_outputs(study, base, metric)
+
+
+def _route_optuna_logs() -> None:
+    """Optuna's warnings (a failed trial and why) go through logging like lmtune's own messages."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.disable_default_handler()
+    optuna.logging.enable_propagation()
+
+
+def resolve_objective(base: Config) -> tuple[str, str]:
+    metric = base.search.metric
+    if metric == "auto":
+        metric = base.eval.metric if base.eval.metric != "auto" else _default_metric(base)
+    direction = base.search.direction
+    if direction == "auto":
+        direction = "minimize" if metric in LOWER_IS_BETTER else "maximize"
+    return metric, direction
+
+
+def _default_metric(base: Config) -> str:
+    if base.task == "classification":
+        return "accuracy" if base.data.label_type in ("auto", "single") else {"multi": "f1_micro", "regression": "mse"}[base.data.label_type]
+    return "loss"
+
+
+def _sampler(base: Config) -> Any:
+    import optuna
+
+    seed = base.search.seed
+    if base.search.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if base.search.sampler == "grid":
+        return optuna.samplers.GridSampler(grid(base), seed=seed)
+    if base.search.sampler == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def _pruner(base: Config) -> Any:
+    import optuna
+
+    if base.search.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+    if base.search.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner()
+    return optuna.pruners.NopPruner()
+
+
+def _optimize(base: Config | dict[str, Any], storage: str, before: int) -> None:
+    """Run trials until this invocation's n_trials (counted over all workers) or timeout is reached."""
+    import optuna
+    from optuna.study import MaxTrialsCallback
+
+    base = build_config(base)
+    _route_optuna_logs()
+    study = optuna.load_study(study_name=base.search.study_name, storage=storage, sampler=_sampler(base), pruner=_pruner(base))
+    metric, _ = resolve_objective(base)
+    callbacks = [lambda s, t: write_outputs(s, base, metric)]
+    if base.search.n_trials is not None:
+        callbacks.insert(0, MaxTrialsCallback(before + base.search.n_trials, states=None))
+    study.optimize(
+        lambda trial: run_trial(trial, base, metric), n_trials=base.search.n_trials, timeout=base.search.timeout,
+        catch=(LmtuneError, RuntimeError, ValueError), callbacks=callbacks,
+    )
+
+
+def run_trial(trial: Any, base: Config, metric: str) -> float:
+    import optuna
+
+    from lmtune.train.loop import train
+
+    params = sample(trial, base)
+    folder = Path(base.output.dir) / "trials" / f"trial-{trial.number:04d}"
+    data = _merge(base.model_dump(mode="json"), nest(params))
+    data["output"] = {**data["output"], "dir": str(folder), "overwrite": True}
+    data["resume"] = None
+    data["search"] = {}
+    cfg = build_config(data, f"trial {trial.number}")
+    trial.set_user_attr("run_dir", str(folder))
+    log.info("trial %d: %s", trial.number, ", ".join(f"{k}={v}" for k, v in params.items()))
+
+    def report(step: int, metrics: dict[str, Any]) -> None:
+        value = metrics.get(metric)
+        if isinstance(value, (int, float)):
+            trial.report(float(value), step)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"{metric}={value:.4g} at step {step}")
+
+    result = train(cfg, progress=False, on_evaluate=report)
+    value = result.metrics.get(metric)
+    if not isinstance(value, (int, float)):
+        raise ConfigError(f"search.metric={metric!r} is not in the run's metrics.json; it has: "
+                          f"{', '.join(k for k, v in result.metrics.items() if isinstance(v, (int, float)))}")
+    log.info("trial %d: %s=%.4g", trial.number, metric, value)
+    return float(value)
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def write_outputs(study: Any, base: Config, metric: str) -> SearchSummary:
+    """trials.csv, best.yaml and the plots, rewritten after every trial."""
+    import optuna
+
+    from lmtune.search.plots import write_plots
+
+    out = Path(base.output.dir)
+    trials = study.get_trials(deepcopy=False)
+    names = sorted({k for t in trials for k in t.params})
+    rows = [{"number": t.number, "state": t.state.name.lower(), metric: t.value if t.values else None,
+             "seconds": round(t.duration.total_seconds(), 1) if t.duration else None, **{k: t.params.get(k) for k in names},
+             "run_dir": t.user_attrs.get("run_dir")} for t in trials]
+    _atomic(out / "trials.csv", lambda f: _write_csv(f, rows, ["number", "state", metric, "seconds", *names, "run_dir"]))
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    counts: dict[str, int] = {}
+    for t in trials:
+        counts[t.state.name.lower()] = counts.get(t.state.name.lower(), 0) + 1
+    best = None
+    if complete:
+        best = min(complete, key=lambda t: t.value) if study.direction.name == "MINIMIZE" else max(complete, key=lambda t: t.value)
+        data = _merge(base.model_dump(mode="json"), nest(best.params))
+        data["output"] = {**data["output"], "dir": str(out / "best")}
+        data["search"] = {}
+        data["resume"] = None
+        text = f"# best of {len(complete)} complete trials: trial {best.number}, {metric}={best.value:.6g}\n" + build_config(data).to_yaml()
+        _atomic(out / "best.yaml", lambda f: f.write(text))
+        write_plots(study, out, metric)
+    return SearchSummary(out, metric, study.direction.name.lower(), best.value if best else None,
+                         dict(best.params) if best else {}, best.number if best else None, counts)
+
+
+def _write_csv(f: Any, rows: list[dict[str, Any]], fields: list[str]) -> None:
+    writer = csv.DictWriter(f, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+
+
+def _atomic(path: Path, fill: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w", encoding="utf-8", newline="") as f:
+        fill(f)
+    os.replace(tmp, path)
+
+
+def dump_summary(summary: SearchSummary) -> str:
+    return yaml.safe_dump({"metric": summary.metric, "direction": summary.direction, "best_value": summary.best_value,
+                           "best_trial": summary.best_trial, "best_params": summary.best_params, "trials": summary.counts},
+                          sort_keys=False)
