@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,7 @@ def _save(fig: Any, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig.set_size_inches(*PLOT_SIZE)
-    tmp = path.with_name(f".{path.name}.tmp.png")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")  # workers of one study write the same plots
     fig.savefig(tmp, dpi=DPI)
     plt.close(fig)
     tmp.replace(path)

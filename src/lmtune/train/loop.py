@@ -260,9 +260,10 @@ def _train(
 
         initial = next((r for r in history if r["type"] == "eval" and r["step"] == 0), None)
         if cfg.eval.at_start and resume_from is None and val_loader is not None:
-            initial = {"type": "eval", "step": 0, "epoch": 0.0, **evaluate()}
+            metrics = evaluate()
+            initial = {"type": "eval", "step": 0, "epoch": 0.0, **metrics}
             run_log.write(initial)
-            log.info("before training: %s", _summary(initial))
+            log.info("before training: %s", _summary(metrics))
         if initial is not None:
             initial = {k: v for k, v in initial.items() if k not in ("type", "step", "epoch")}
 
