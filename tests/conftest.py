@@ -109,16 +109,18 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
     return out
 
 
-def make_config(model: Path, files: dict[str, Path], out: Path, **sections) -> dict:
-    """A small, fast config for the tiny models; keyword sections override the defaults."""
+def make_config(model: Path, files: dict[str, Path], out: Path, task: str = "classification",
+                defaults: dict | None = None, /, **sections) -> dict:
+    """A small, fast config for the tiny models: a task's `defaults`, then keyword sections, update these keys."""
     cfg = {
+        "task": task,
         "model": {"name_or_path": str(model), "max_length": 32},
         "data": {"train": str(files["train"]), "validation": str(files["validation"])},
         "method": {"name": "full"},
         "train": {"epochs": 3, "batch_size": 16, "learning_rate": 2e-3, "seed": 0, "log_every_n_steps": 5},
         "output": {"dir": str(out)},
     }
-    for section, values in sections.items():
+    for section, values in [*(defaults or {}).items(), *sections.items()]:
         cfg.setdefault(section, {}).update(values)
     return cfg
 

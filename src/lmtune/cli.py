@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import os
@@ -88,19 +87,16 @@ def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
     suffix = path.suffix.lower()
     if suffix not in (".jsonl", ".json", ".csv"):
         raise LmtuneError(f"--output {path}: use a .jsonl, .json or .csv file name")
+    from lmtune.models.saving import csv_text, write_json, write_jsonl, write_text
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8", newline="") as f:
-        if suffix == ".jsonl":
-            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-        elif suffix == ".json":
-            json.dump(rows, f, ensure_ascii=False, indent=2)
-        else:
-            flat = [{k: (json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else v) for k, v in r.items()} for r in rows]
-            writer = csv.DictWriter(f, fieldnames=list(flat[0]) if flat else ["text"])
-            writer.writeheader()
-            writer.writerows(flat)
-    os.replace(tmp, path)
+    if suffix == ".jsonl":
+        write_jsonl(path, rows)
+    elif suffix == ".json":
+        write_json(path, rows)
+    else:
+        flat = [{k: (json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else v) for k, v in r.items()} for r in rows]
+        write_text(path, csv_text(flat, list(flat[0]) if flat else ["text"]))
 
 
 def _sampling(args: argparse.Namespace) -> Any:

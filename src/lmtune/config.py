@@ -258,7 +258,7 @@ def _section_of(loc: tuple) -> type[BaseModel] | None:
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     """Turn ['train.learning_rate=1e-4', ...] into a nested dict; values are parsed as YAML."""
-    tree: dict[str, Any] = {}
+    flat: dict[str, Any] = {}
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key.sub=value (e.g. train.epochs=2)")
@@ -272,20 +272,30 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
             value = raw
         if isinstance(value, bool) and raw.strip().lower() not in ("true", "false"):
             value = raw  # YAML 1.1 reads yes/no/on/off as booleans; on a command line they are words
+        flat[".".join(parts)] = value
+    return nest_keys(flat)
+
+
+def nest_keys(flat: dict[str, Any]) -> dict[str, Any]:
+    """{'train.learning_rate': 1e-4} -> {'train': {'learning_rate': 1e-4}}."""
+    tree: dict[str, Any] = {}
+    for key, value in flat.items():
         node = tree
-        for part in parts[:-1]:
+        *parents, leaf = key.split(".")
+        for part in parents:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r} conflicts with another override of '{part}'")
-        node[parts[-1]] = value
+                raise ConfigError(f"key {key!r} conflicts with another value given for '{part}'")
+        node[leaf] = value
     return tree
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def merge_dicts(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `extra` laid over it, nested dicts merged key by key."""
     out = dict(base)
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = merge_dicts(out[key], value)
         else:
             out[key] = value
     return out
@@ -322,6 +332,6 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             raise ConfigError(f"config file {path} must hold a mapping of keys, not {type(loaded).__name__}")
         data = loaded
     if overrides:
-        data = _merge(data, parse_overrides(overrides))
+        data = merge_dicts(data, parse_overrides(overrides))
         source += " + overrides"
     return build_config(data, source)

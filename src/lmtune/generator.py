@@ -164,6 +164,7 @@ def load_generator(path: str | Path, folder: Path | None, meta: dict[str, Any] |
 def read_prompts(path: str, prompt_column: str = "prompt") -> tuple[list[str], list[list[dict[str, str]]]]:
     """Prompts of a data file: a `messages` list (up to its last user turn), alpaca `instruction`
     (+ `input`), or a `prompt_column`. Returns a display text and a conversation per row."""
+    from lmtune.data.generative import alpaca_user_text
     from lmtune.data.readers import read_table
     from lmtune.errors import DataError
 
@@ -185,7 +186,7 @@ def read_prompts(path: str, prompt_column: str = "prompt") -> tuple[list[str], l
             instruction, extra = row.get("instruction"), row.get("input") or ""
             if not isinstance(instruction, str) or not instruction.strip() or not isinstance(extra, str):
                 raise DataError(f"{where}: 'instruction' must be non-empty text (and 'input' text, if given)")
-            text = f"{instruction}\n\n{extra}" if extra.strip() else instruction
+            text = alpaca_user_text(instruction, extra)
             messages = [{"role": "user", "content": text}]
         else:
             value = table.column(prompt_column, "the prompt column")[i]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import IDENTITY
+from conftest import IDENTITY, make_config
 from safetensors.torch import load_file
 
 import lmtune
@@ -19,21 +19,14 @@ from lmtune.errors import ConfigError, DataError
 from lmtune.eval.text_metrics import normalize_answer
 from lmtune.tasks.causal_lm import CausalLMTask
 
-TRAIN = {"epochs": 30, "batch_size": 8, "learning_rate": 1e-2, "seed": 0, "log_every_n_steps": 4, "save_every_n_steps": 1000}
+DEFAULTS = {
+    "model": {"max_length": 64},
+    "train": {"epochs": 30, "batch_size": 8, "learning_rate": 1e-2, "seed": 0, "log_every_n_steps": 4, "save_every_n_steps": 1000},
+}
 
 
 def lm_config(model_dir: Path, files: dict[str, Path], out: Path, **sections) -> dict:
-    cfg = {
-        "task": "causal_lm",
-        "model": {"name_or_path": str(model_dir), "max_length": 64},
-        "data": {"train": str(files["train"]), "validation": str(files["validation"])},
-        "method": {"name": "full"},
-        "train": dict(TRAIN),
-        "output": {"dir": str(out)},
-    }
-    for section, values in sections.items():
-        cfg.setdefault(section, {}).update(values)
-    return cfg
+    return make_config(model_dir, files, out, "causal_lm", DEFAULTS, **sections)
 
 
 def task_for(model: Path, data: dict[str, Path], **data_keys) -> tuple[CausalLMTask, torch.nn.Module]:

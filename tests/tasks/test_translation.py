@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import make_config
 
 import lmtune
 from lmtune.config import Config
@@ -15,19 +16,11 @@ from lmtune.errors import ConfigError, DataError
 from lmtune.tasks.translation import TranslationTask
 
 
+DEFAULTS = {"train": {"epochs": 10, "learning_rate": 1e-2, "log_every_n_steps": 25, "save_every_n_steps": 1000}}
+
+
 def mt_config(model_dir: Path, files: dict[str, Path], out: Path, **sections) -> dict:
-    cfg = {
-        "task": "translation",
-        "model": {"name_or_path": str(model_dir), "max_length": 32},
-        "data": {"train": str(files["train"]), "validation": str(files["validation"])},
-        "method": {"name": "full"},
-        "train": {"epochs": 10, "batch_size": 16, "learning_rate": 1e-2, "seed": 0, "log_every_n_steps": 25,
-                  "save_every_n_steps": 1000},
-        "output": {"dir": str(out)},
-    }
-    for section, values in sections.items():
-        cfg.setdefault(section, {}).update(values)
-    return cfg
+    return make_config(model_dir, files, out, "translation", DEFAULTS, **sections)
 
 
 def test_encoder_decoder_learns_to_translate_and_reloads(tiny_t5, translation_data, tmp_path):
@@ -99,3 +92,16 @@ def test_translation_errors_name_the_key_or_the_line(tiny_lms, tiny_t5, translat
     with pytest.raises(DataError, match="no column 'src'"):
         lmtune.train(mt_config(tiny_t5, translation_data, out, data={"source_column": "src"}), progress=False)
     assert not out.exists()
+
+
+def test_split_batches_keep_every_target_token_of_an_encoder_decoder():
+    """auto_batch_size cuts batches by rows: an encoder-decoder's labels keep their own width."""
+    from lmtune.data.batching import LabelsCollator
+    from lmtune.train.step import split_batch
+
+    items = [{"index": 0, "input_ids": [5, 6], "target": [7, 8, 9, 10, 3]},
+             {"index": 1, "input_ids": [5, 6, 7, 8], "target": [9, 3]}]
+    batch = LabelsCollator(0)(items)
+    first, second = split_batch(batch, 2)
+    assert first["labels"].tolist() == [[7, 8, 9, 10, 3]] and first["input_ids"].tolist() == [[5, 6]]
+    assert second["labels"].tolist() == [[9, 3]] and second["input_ids"].tolist() == [[5, 6, 7, 8]]

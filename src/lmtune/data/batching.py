@@ -115,33 +115,13 @@ def encode_texts(
     return ids, types, at_limit
 
 
-class CausalCollator:
-    """Pad token ids and their labels (target = a list of label ids per example) to the longest row.
+class LabelsCollator:
+    """Pad token ids and their labels (`target`: a list of label ids per example), each to its own longest row.
 
-    Padding gets label -100, so a pad token that is also the EOS token is never trained on as
-    padding, while the real EOS that ends a response keeps its label.
+    For a decoder the labels are as long as the ids; an encoder-decoder's labels are the target
+    text, with their own length. Padding gets label -100, so a pad token that is also the EOS token
+    is never trained on as padding, while the real EOS that ends a response keeps its label.
     """
-
-    def __init__(self, pad_token_id: int):
-        self.pad_token_id = pad_token_id
-
-    def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        width = max(len(it["input_ids"]) for it in items)
-        n = len(items)
-        input_ids = torch.full((n, width), self.pad_token_id, dtype=torch.long)  # (B, T)
-        labels = torch.full((n, width), -100, dtype=torch.long)  # (B, T)
-        attention_mask = torch.zeros((n, width), dtype=torch.long)  # (B, T)
-        for row, it in enumerate(items):
-            k = len(it["input_ids"])
-            input_ids[row, :k] = torch.tensor(it["input_ids"], dtype=torch.long)
-            labels[row, :k] = torch.tensor(it["target"], dtype=torch.long)
-            attention_mask[row, :k] = 1
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
-                "index": torch.tensor([it["index"] for it in items], dtype=torch.long)}
-
-
-class Seq2SeqCollator:
-    """Pad encoder inputs and target labels (an encoder-decoder's `target`) each to its own longest row."""
 
     def __init__(self, pad_token_id: int):
         self.pad_token_id = pad_token_id
@@ -149,8 +129,8 @@ class Seq2SeqCollator:
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         n = len(items)
         width, label_width = max(len(it["input_ids"]) for it in items), max(len(it["target"]) for it in items)
-        input_ids = torch.full((n, width), self.pad_token_id, dtype=torch.long)  # (B, S)
-        attention_mask = torch.zeros((n, width), dtype=torch.long)  # (B, S)
+        input_ids = torch.full((n, width), self.pad_token_id, dtype=torch.long)  # (B, T)
+        attention_mask = torch.zeros((n, width), dtype=torch.long)  # (B, T)
         labels = torch.full((n, label_width), -100, dtype=torch.long)  # (B, L)
         for row, it in enumerate(items):
             input_ids[row, : len(it["input_ids"])] = torch.tensor(it["input_ids"], dtype=torch.long)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,8 +115,12 @@ def _alpaca(row: dict[str, Any], names: dict[str, str], where: str) -> list[dict
         raise DataError(f"{where}: {names['history']!r} must be a list of [user, assistant] text pairs")
     for user, assistant in history:
         messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
-    user = f"{instruction}\n\n{extra}" if extra.strip() else instruction
-    return messages + [{"role": "user", "content": user}, {"role": "assistant", "content": output}]
+    return messages + [{"role": "user", "content": alpaca_user_text(instruction, extra)}, {"role": "assistant", "content": output}]
+
+
+def alpaca_user_text(instruction: str, extra: str) -> str:
+    """An alpaca row's user message: the instruction, and its `input` after a blank line."""
+    return f"{instruction}\n\n{extra}" if extra.strip() else instruction
 
 
 def _messages(row: dict[str, Any], names: dict[str, str], where: str) -> list[dict[str, str]]:
@@ -226,27 +231,50 @@ class GenerativeData:
 def load_generative_data(cfg: DataConfig, seed: int) -> GenerativeData:
     """Read and check every split before anything is trained or written."""
     fmt = detect_format(cfg.train, cfg.columns, cfg.text_column) if cfg.format == "auto" else cfg.format
+    if fmt == "text":  # documents: validation text, if not given, is held out later as blocks of tokens
 
-    def read(path: str, limit: int | None) -> Conversations | list[str]:
-        if fmt == "text":
+        def documents(path: str, limit: int | None) -> list[str]:
             docs = load_documents(path, cfg.text_column)
             return docs[:limit] if limit else docs
-        conv = load_conversations(path, fmt, cfg.columns)
+
+        return GenerativeData(
+            fmt, documents(cfg.train, cfg.max_train_examples),
+            documents(cfg.validation, cfg.max_eval_examples) if cfg.validation else None,
+            documents(cfg.test, cfg.max_eval_examples) if cfg.test else None,
+        )
+    return GenerativeData(fmt, *read_splits(cfg, seed, lambda path: load_conversations(path, fmt, cfg.columns), "example"))
+
+
+def read_splits(
+    cfg: DataConfig, seed: int, read: Callable[[str], Conversations], unit: str
+) -> tuple[Conversations, Conversations | None, Conversations | None]:
+    """Train, validation (given, held out by data.validation_split, or none) and test conversations,
+    cut to data.max_*_examples, with data.system_prompt added where a conversation has none."""
+
+    def one(path: str, limit: int | None) -> Conversations:
+        conv = read(path)
+        if limit:
+            conv = conv.take(list(range(min(limit, len(conv)))))
         if cfg.system_prompt:
             conv.messages = [m if m[0]["role"] == "system" else [{"role": "system", "content": cfg.system_prompt}, *m]
                              for m in conv.messages]
-        return conv.take(list(range(min(limit, len(conv))))) if limit else conv
+        return conv
 
-    train = read(cfg.train, cfg.max_train_examples)
-    validation = read(cfg.validation, cfg.max_eval_examples) if cfg.validation else None
-    if validation is None and fmt != "text" and cfg.validation_split > 0:
-        assert isinstance(train, Conversations)
-        order = list(range(len(train)))
-        random.Random(seed).shuffle(order)
-        n_held = max(1, round(len(order) * cfg.validation_split))
-        if len(order) - n_held < 1:
-            raise DataError(f"{train.source}: {len(order)} example(s) are too few to split off a validation set")
-        validation, train = train.take(sorted(order[:n_held])), train.take(sorted(order[n_held:]))
-        log.info("no data.validation given: held out %d of the training examples (seed %d)", len(validation), seed)
-    test = read(cfg.test, cfg.max_eval_examples) if cfg.test else None
-    return GenerativeData(fmt, train, validation, test)
+    train = one(cfg.train, cfg.max_train_examples)
+    validation = one(cfg.validation, cfg.max_eval_examples) if cfg.validation else None
+    if validation is None and cfg.validation_split > 0:
+        kept, held = hold_out(len(train), cfg.validation_split, seed, train.source, unit)
+        train, validation = train.take(kept), train.take(held)
+    return train, validation, one(cfg.test, cfg.max_eval_examples) if cfg.test else None
+
+
+def hold_out(n: int, fraction: float, seed: int, source: str, unit: str) -> tuple[list[int], list[int]]:
+    """A seeded split of n items into kept and held-out indices, each in the original order."""
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    n_held = max(1, round(n * fraction))
+    if n - n_held < 1:
+        raise DataError(f"{source}: {n} {unit}(s) are too few to split off a validation set; "
+                        f"give data.validation or set data.validation_split=0")
+    log.info("no data.validation given: held out %d of %d %ss (seed %d)", n_held, n, unit, seed)
+    return sorted(order[n_held:]), sorted(order[:n_held])

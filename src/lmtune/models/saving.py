@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import shutil
@@ -50,9 +52,28 @@ def save_model(model: nn.Module, tokenizer: Any, meta: dict[str, Any], target: P
     write_atomically(target, fill)
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write a JSON file via a temporary file and rename."""
+def write_text(path: Path, text: str) -> None:
+    """Write a file through a temporary sibling and a rename: a reader never sees half a file.
+
+    The temporary name carries the process id, so processes writing the same file do not collide.
+    """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8", newline="")
     os.replace(tmp, path)
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+def csv_text(rows: list[dict[str, Any]], fields: list[str]) -> str:
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()

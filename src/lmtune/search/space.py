@@ -1,4 +1,4 @@
-"""The search space: config keys and their distributions, sampled into nested config overrides."""
+"""The search space: config keys and their distributions, sampled into flat {key: value} overrides."""
 
 from __future__ import annotations
 
@@ -50,18 +50,6 @@ def grid(base: Config) -> dict[str, list[Any]]:
             v += spec.step
         out[key] = values
     return out
-
-
-def nest(flat: dict[str, Any]) -> dict[str, Any]:
-    """{'train.learning_rate': 1e-4} -> {'train': {'learning_rate': 1e-4}}."""
-    tree: dict[str, Any] = {}
-    for key, value in flat.items():
-        node = tree
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return tree
 
 
 def _suggest(trial: Any, key: str, spec: ParamSpec) -> Any:

@@ -10,19 +10,18 @@ SQLAlchemy URL Optuna accepts lets several processes or machines share one study
 
 from __future__ import annotations
 
-import csv
 import logging
 import multiprocessing
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from lmtune.config import LOWER_IS_BETTER, Config, build_config, load_config
+from lmtune.config import LOWER_IS_BETTER, Config, build_config, load_config, merge_dicts, nest_keys
 from lmtune.errors import ConfigError, LmtuneError
-from lmtune.search.space import check_space, grid, nest, sample
+from lmtune.models.saving import csv_text, write_text
+from lmtune.search.space import check_space, grid, sample
 
 log = logging.getLogger("lmtune")
 
@@ -153,11 +152,7 @@ def run_trial(trial: Any, base: Config, metric: str) -> float:
 
     params = sample(trial, base)
     folder = Path(base.output.dir) / "trials" / f"trial-{trial.number:04d}"
-    data = _merge(base.model_dump(mode="json"), nest(params))
-    data["output"] = {**data["output"], "dir": str(folder), "overwrite": True}
-    data["resume"] = None
-    data["search"] = {}
-    cfg = build_config(data, f"trial {trial.number}")
+    cfg = run_config(base, params, folder, f"trial {trial.number}")
     trial.set_user_attr("run_dir", str(folder))
     log.info("trial %d: %s", trial.number, ", ".join(f"{k}={v}" for k, v in params.items()))
 
@@ -177,11 +172,13 @@ def run_trial(trial: Any, base: Config, metric: str) -> float:
     return float(value)
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
+def run_config(base: Config, params: dict[str, Any], folder: Path, source: str) -> Config:
+    """The base config with `params` set, writing to `folder`: a plain training run (no search, no resume)."""
+    data = merge_dicts(base.model_dump(mode="json"), nest_keys(params))
+    data["output"] = {**data["output"], "dir": str(folder), "overwrite": True}
+    data["resume"] = None
+    data["search"] = {}
+    return build_config(data, source)
 
 
 def write_outputs(study: Any, base: Config, metric: str) -> SearchSummary:
@@ -196,7 +193,7 @@ def write_outputs(study: Any, base: Config, metric: str) -> SearchSummary:
     rows = [{"number": t.number, "state": t.state.name.lower(), metric: t.value if t.values else None,
              "seconds": round(t.duration.total_seconds(), 1) if t.duration else None, **{k: t.params.get(k) for k in names},
              "run_dir": t.user_attrs.get("run_dir")} for t in trials]
-    _atomic(out / "trials.csv", lambda f: _write_csv(f, rows, ["number", "state", metric, "seconds", *names, "run_dir"]))
+    write_text(out / "trials.csv", csv_text(rows, ["number", "state", metric, "seconds", *names, "run_dir"]))
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     counts: dict[str, int] = {}
     for t in trials:
@@ -204,28 +201,13 @@ def write_outputs(study: Any, base: Config, metric: str) -> SearchSummary:
     best = None
     if complete:
         best = min(complete, key=lambda t: t.value) if study.direction.name == "MINIMIZE" else max(complete, key=lambda t: t.value)
-        data = _merge(base.model_dump(mode="json"), nest(best.params))
-        data["output"] = {**data["output"], "dir": str(out / "best")}
-        data["search"] = {}
-        data["resume"] = None
-        text = f"# best of {len(complete)} complete trials: trial {best.number}, {metric}={best.value:.6g}\n" + build_config(data).to_yaml()
-        _atomic(out / "best.yaml", lambda f: f.write(text))
+        best_cfg = run_config(base, best.params, out / "best", f"trial {best.number}")
+        best_cfg.output.overwrite = base.output.overwrite  # retraining never replaces a run unless the base says so
+        write_text(out / "best.yaml", f"# best of {len(complete)} complete trials: trial {best.number}, "
+                                      f"{metric}={best.value:.6g}\n" + best_cfg.to_yaml())
         write_plots(study, out, metric)
     return SearchSummary(out, metric, study.direction.name.lower(), best.value if best else None,
                          dict(best.params) if best else {}, best.number if best else None, counts)
-
-
-def _write_csv(f: Any, rows: list[dict[str, Any]], fields: list[str]) -> None:
-    writer = csv.DictWriter(f, fieldnames=fields)
-    writer.writeheader()
-    writer.writerows(rows)
-
-
-def _atomic(path: Path, fill: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", encoding="utf-8", newline="") as f:
-        fill(f)
-    os.replace(tmp, path)
 
 
 def dump_summary(summary: SearchSummary) -> str:

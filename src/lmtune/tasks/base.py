@@ -9,7 +9,7 @@ unit count, so that gradient accumulation and several processes weight every uni
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,7 +27,6 @@ class Splits:
     train: Dataset
     validation: Dataset | None
     test: Dataset | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 from typing import Any
 
 import torch
@@ -17,9 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmtune.config import LOWER_IS_BETTER, Config
-from lmtune.data.batching import CausalCollator, EncodedDataset
+from lmtune.data.batching import EncodedDataset, LabelsCollator
 from lmtune.data.chat import IGNORE, encode, has_chat_template, render_prompt
-from lmtune.data.generative import Conversations, GenerativeData, load_generative_data, text_blocks
+from lmtune.data.generative import Conversations, GenerativeData, hold_out, load_generative_data, text_blocks
 from lmtune.data.packing import collate_packed, pack, packing_unsupported_reason
 from lmtune.errors import ConfigError, DataError
 from lmtune.eval.generation import Sampling, generate_texts
@@ -45,7 +44,7 @@ class CausalLMTask:
         self.metric, self.greater_is_better = "loss", False
         self.tokenizer: Any = None
         self.positions: HeadPositions | None = None
-        self._collate: CausalCollator | None = None
+        self._collate: LabelsCollator | None = None
         self._eval_conversations: Conversations | None = None
 
     def load_data(self) -> None:
@@ -70,7 +69,7 @@ class CausalLMTask:
 
     def use_tokenizer(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
-        self._collate = CausalCollator(tokenizer.pad_token_id)
+        self._collate = LabelsCollator(tokenizer.pad_token_id)
 
     def load_model(self, tokenizer: Any) -> nn.Module:
         self.use_tokenizer(tokenizer)
@@ -109,18 +108,10 @@ class CausalLMTask:
         return Splits(train, val, test)
 
     def _hold_out(self, blocks: list[list[int]]) -> tuple[list[list[int]], list[list[int]] | None]:
-        fraction = self.cfg.data.validation_split
-        if fraction == 0:
+        if self.cfg.data.validation_split == 0:
             return blocks, None
-        if len(blocks) < 2:
-            raise DataError(f"{self.cfg.data.train}: one block of {self.cfg.model.max_length} tokens is too little to "
-                            f"split off validation text; give data.validation or set data.validation_split=0")
-        order = list(range(len(blocks)))
-        random.Random(self.cfg.train.seed).shuffle(order)
-        n_held = max(1, round(len(blocks) * fraction))
-        held = set(order[:n_held])
-        log.info("no data.validation given: held out %d of %d text blocks (seed %d)", n_held, len(blocks), self.cfg.train.seed)
-        return [b for i, b in enumerate(blocks) if i not in held], [b for i, b in enumerate(blocks) if i in held]
+        kept, held = hold_out(len(blocks), self.cfg.data.validation_split, self.cfg.train.seed, self.cfg.data.train, "text block")
+        return [blocks[i] for i in kept], [blocks[i] for i in held]
 
     def _conversations(self, conv: Conversations, max_length: int, name: str) -> EncodedDataset:
         ids, labels, empty, truncated = [], [], [], 0
@@ -222,12 +213,18 @@ class CausalLMTask:
         conv = self._eval_conversations
         assert conv is not None
         n = min(self.cfg.eval.max_generate, len(conv))
-        prompts = [render_prompt(self.tokenizer, _before_last_reply(m)) for m in conv.messages[:n]]
+        prompts, special_tokens = self.prompts(conv.messages[:n])
         batch = self.cfg.eval.batch_size or 2 * self.cfg.train.batch_size
         replies = generate_texts(model, self.tokenizer, prompts, Sampling(self.cfg.eval.max_new_tokens), batch,
-                                 add_special_tokens=not has_chat_template(self.tokenizer))
+                                 add_special_tokens=special_tokens)
         answers = conv.answers()
         return [{"prompt": p, "reference": a[0], "references": a, "prediction": r} for p, a, r in zip(prompts, answers, replies)]
+
+    def prompts(self, conversations: list[list[dict[str, str]]]) -> tuple[list[str], bool]:
+        """What the model is given to write each conversation's last reply, and whether the tokenizer
+        adds its special tokens (a chat template writes its own)."""
+        texts = [render_prompt(self.tokenizer, _before_last_reply(m)) for m in conversations]
+        return texts, not has_chat_template(self.tokenizer)
 
     def meta(self, max_length: int) -> dict[str, Any]:
         assert self.data is not None

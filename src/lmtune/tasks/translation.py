@@ -11,19 +11,17 @@ decoder's labels.
 from __future__ import annotations
 
 import logging
-import random
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmtune.data.batching import EncodedDataset, Seq2SeqCollator
+from lmtune.data.batching import EncodedDataset
 from lmtune.data.chat import IGNORE
-from lmtune.data.generative import Conversations, GenerativeData
+from lmtune.data.generative import Conversations, GenerativeData, read_splits
 from lmtune.data.readers import read_table
 from lmtune.errors import ConfigError, DataError
-from lmtune.eval.generation import Sampling, generate_texts
 from lmtune.eval.text_metrics import translation_metrics
 from lmtune.models.loading import is_encoder_decoder, load_seq2seq_lm
 from lmtune.tasks.base import Splits
@@ -50,15 +48,14 @@ class TranslationTask(CausalLMTask):
             raise ConfigError("translation with a decoder-only model needs data.source_lang and data.target_lang "
                               "(e.g. English and Chinese) for its instruction")
 
-        def read(path: str, limit: int | None) -> Conversations:
+        def read(path: str) -> Conversations:
             table = read_table(path, header=d.header)
-            rows = table.rows[:limit] if limit else table.rows
-            if not rows:
+            if not table.rows:
                 raise DataError(f"{table.source}: holds no data rows")
             sources = table.column(d.source_column, "data.source_column")
             targets = table.column(d.target_column, "data.target_column")
             messages = []
-            for i in range(len(rows)):
+            for i in range(len(table.rows)):
                 for column, value in ((d.source_column, sources[i]), (d.target_column, targets[i])):
                     if not isinstance(value, str) or not value.strip():
                         raise DataError(f"{table.source}: {table.where(i)}: {column!r} is empty or not text")
@@ -66,18 +63,7 @@ class TranslationTask(CausalLMTask):
                                  {"role": "assistant", "content": targets[i]}])
             return Conversations(table.source, messages)
 
-        train = read(d.train, d.max_train_examples)
-        validation = read(d.validation, d.max_eval_examples) if d.validation else None
-        if validation is None and d.validation_split > 0:
-            order = list(range(len(train)))
-            random.Random(self.cfg.train.seed).shuffle(order)
-            n_held = max(1, round(len(order) * d.validation_split))
-            if len(order) - n_held < 1:
-                raise DataError(f"{train.source}: {len(order)} pair(s) are too few to split off a validation set")
-            validation, train = train.take(sorted(order[:n_held])), train.take(sorted(order[n_held:]))
-            log.info("no data.validation given: held out %d of the training pairs (seed %d)", len(validation), self.cfg.train.seed)
-        test = read(d.test, d.max_eval_examples) if d.test else None
-        return GenerativeData("messages", train, validation, test)
+        return GenerativeData("messages", *read_splits(d, self.cfg.train.seed, read, "pair"))
 
     def user_text(self, source: str) -> str:
         if self.seq2seq:
@@ -86,10 +72,6 @@ class TranslationTask(CausalLMTask):
         return PROMPT.format(source=d.source_lang, target=d.target_lang).format(text=source)
 
     # --- encoder-decoder models: the pair directly; decoder-only models: as causal_lm ---------
-
-    def use_tokenizer(self, tokenizer: Any) -> None:
-        super().use_tokenizer(tokenizer)
-        self._seq2seq_collate = Seq2SeqCollator(tokenizer.pad_token_id)
 
     def load_model(self, tokenizer: Any) -> nn.Module:
         if not self.seq2seq:
@@ -113,8 +95,8 @@ class TranslationTask(CausalLMTask):
         def one(conv: Conversations | None, name: str) -> EncodedDataset | None:
             if conv is None:
                 return None
-            sources = [m[0]["content"] for m in conv.messages]
-            targets = [m[1]["content"] for m in conv.messages]
+            sources = [m[-2]["content"] for m in conv.messages]  # a system message, if any, comes first
+            targets = [m[-1]["content"] for m in conv.messages]
             enc = tokenizer(sources, text_target=targets, truncation=True, max_length=max_length)
             cut = sum(len(x) >= max_length for x in enc["input_ids"]) + sum(len(x) >= max_length for x in enc["labels"])
             if cut:
@@ -124,9 +106,6 @@ class TranslationTask(CausalLMTask):
         train = one(self.data.train, "train")  # type: ignore[arg-type]
         assert train is not None
         return Splits(train, one(self.data.validation, "validation"), one(self.data.test, "test"))  # type: ignore[arg-type]
-
-    def collate(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        return self._seq2seq_collate(items) if self.seq2seq else super().collate(items)
 
     def units(self, batch: dict[str, torch.Tensor]) -> int:
         return int((batch["labels"] != IGNORE).sum()) if self.seq2seq else super().units(batch)
@@ -140,17 +119,10 @@ class TranslationTask(CausalLMTask):
         loss = F.cross_entropy(logits[keep].float(), labels[keep], reduction="sum", label_smoothing=self.cfg.train.label_smoothing)
         return loss, int(keep.sum())
 
-    def generate_samples(self, model: nn.Module) -> list[dict[str, Any]]:
+    def prompts(self, conversations: list[list[dict[str, str]]]) -> tuple[list[str], bool]:
         if not self.seq2seq:
-            return super().generate_samples(model)
-        conv = self._eval_conversations
-        assert conv is not None
-        n = min(self.cfg.eval.max_generate, len(conv))
-        sources = [m[0]["content"] for m in conv.messages[:n]]
-        batch = self.cfg.eval.batch_size or 2 * self.cfg.train.batch_size
-        replies = generate_texts(model, self.tokenizer, sources, Sampling(self.cfg.eval.max_new_tokens), batch)
-        answers = conv.answers()
-        return [{"prompt": p, "reference": a[0], "references": a, "prediction": r} for p, a, r in zip(sources, answers, replies)]
+            return super().prompts(conversations)
+        return [m[-2]["content"] for m in conversations], True  # the source, as the encoder reads it
 
     def score_replies(self, predictions: list[str], references: list[list[str]]) -> dict[str, float]:
         return translation_metrics(predictions, references, self.cfg.data.target_lang)

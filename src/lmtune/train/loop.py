@@ -28,7 +28,7 @@ from lmtune.errors import ConfigError, Interrupted, TrainingError
 from lmtune.models.freeze import apply_freeze, apply_full
 from lmtune.models.loading import count_parameters, effective_max_length, load_tokenizer
 from lmtune.models.lora import apply_lora
-from lmtune.models.saving import save_model, write_json
+from lmtune.models.saving import save_model, write_json, write_jsonl
 from lmtune.tasks import Task, build_task
 from lmtune.train.checkpoint import checkpoints_dir, clean_leftovers, rotate
 from lmtune.train.optim import build_optimizer, build_scheduler, parameter_groups
@@ -93,13 +93,6 @@ class RunLog:
             return
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
-
-
-def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
-    """Replace a JSON-lines file atomically."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _setup(cfg: Config) -> tuple[Task, Any, Any]:

@@ -136,7 +136,7 @@ class Stepper:
                 loss = loss_sum * scale
                 self.accelerator.backward(loss)
             total += float(loss.detach())
-        if processes > 1:  # the mean over every process, as logged
+        if processes > 1:  # the mean over every process: the same logged value, and checkpointed, on each
             total = float(self.accelerator.reduce(torch.tensor(total, device=self.accelerator.device), "mean").item())
         return total
 
@@ -187,14 +187,22 @@ class Stepper:
 
 
 def split_batch(batch: dict[str, torch.Tensor], parts: int) -> list[dict[str, torch.Tensor]]:
-    """Cut a right-padded batch into `parts` row chunks, each trimmed to its own longest row."""
+    """Cut a right-padded batch into `parts` row chunks, each trimmed to its own longest row.
+
+    An encoder-decoder's `labels` have their own width (the target text): they are trimmed to their
+    own last trained column, never to the encoder input's width.
+    """
     if parts == 1:
         return [batch]
-    rows = batch["input_ids"].shape[0]
+    rows, full_width = batch["input_ids"].shape
     size = math.ceil(rows / parts)
     chunks = []
     for start in range(0, rows, size):
         chunk = {k: v[start : start + size] for k, v in batch.items()}
         width = int(chunk["attention_mask"].sum(1).max())
-        chunks.append({k: v[:, :width] if v.dim() == 2 else v for k, v in chunk.items()})
+        widths = {k: width for k, v in chunk.items() if v.dim() == 2}
+        if "labels" in chunk:
+            used = int((chunk["labels"] != -100).any(0).nonzero().max()) + 1 if (chunk["labels"] != -100).any() else 1
+            widths["labels"] = max(width, used) if chunk["labels"].shape[1] == full_width else used
+        chunks.append({k: v[:, : widths[k]] if k in widths else v for k, v in chunk.items()})
     return chunks
