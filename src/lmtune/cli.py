@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from lmtune.errors import Interrupted, LmtuneError
+from lmtune.progress import quiet
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -178,6 +179,13 @@ def _merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from lmtune.report import write_report
+
+    print(f"report written to {write_report(args.run_dir)}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from lmtune.demo import run_demo
 
@@ -188,23 +196,25 @@ def _demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lmtune", description="Fine-tune pretrained language models on your own data.")
     sub = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--quiet", action="store_true", help="no progress bars (they show only on a terminal anyway)")
 
-    p = sub.add_parser("train", help="fine-tune a model as a YAML config says")
+    p = sub.add_parser("train", parents=[common], help="fine-tune a model as a YAML config says")
     p.add_argument("config", help="YAML config file")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.learning_rate=1e-4")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in output.dir (resume=auto)")
     p.add_argument("--allow-changes", action="store_true",
                    help="let the resumed run change epochs, max_steps, learning rates or eval settings")
     p.set_defaults(run=_train)
 
-    p = sub.add_parser("search", help="search hyperparameters (the config's search: section) with Optuna; re-run to add trials")
+    p = sub.add_parser("search", parents=[common],
+                       help="search hyperparameters (the config's search: section) with Optuna; re-run to add trials")
     p.add_argument("config", help="YAML config file with a search: section")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. search.n_trials=20")
     p.add_argument("--workers", type=int, default=1, help="trials run at once on this machine (processes)")
     p.set_defaults(run=_search)
 
-    p = sub.add_parser("eval", help="score a trained model on a labelled data file")
+    p = sub.add_parser("eval", parents=[common], help="score a trained model on a labelled data file")
     p.add_argument("model", help="run folder or saved model folder")
     p.add_argument("--data", required=True, help="data file with the model's text and label columns")
     p.add_argument("--output", help="also write the metrics to this JSON file")
@@ -213,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=128, help="language models: longest generated reply")
     p.set_defaults(run=_eval)
 
-    p = sub.add_parser("predict", help="label texts with a trained model")
+    p = sub.add_parser("predict", parents=[common], help="label texts with a trained model")
     p.add_argument("model", help="run folder or saved model folder")
     p.add_argument("--text", action="append", help="a text to classify (repeatable)")
     p.add_argument("--input", help="data file with the model's text column")
@@ -228,7 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--gguf-file", help="GGUF file name inside MODEL (a folder), for a base model given as GGUF")
         p.add_argument("--system", help="system message placed before every conversation")
 
-    p = sub.add_parser("generate", help="reply to prompts with a causal LM (a run, a model folder or a GGUF model)")
+    p = sub.add_parser("generate", parents=[common],
+                       help="reply to prompts with a causal LM (a run, a model folder or a GGUF model)")
     p.add_argument("model", help="run folder, saved model folder, base model folder or hub id")
     p.add_argument("--prompt", action="append", help="a prompt (repeatable); each is one user message")
     p.add_argument("--input", help="data file of prompts: a 'prompt' column, alpaca 'instruction'/'input', or 'messages'")
@@ -238,25 +249,29 @@ def build_parser() -> argparse.ArgumentParser:
     sampling_options(p)
     p.set_defaults(run=_generate)
 
-    p = sub.add_parser("chat", help="talk to a causal LM in the terminal, with history and streamed replies")
+    p = sub.add_parser("chat", parents=[common], help="talk to a causal LM in the terminal, with history and streamed replies")
     p.add_argument("model", help="run folder, saved model folder, base model folder or hub id")
     sampling_options(p)
     p.set_defaults(run=_chat)
 
-    p = sub.add_parser("export", help="write a run's model as a folder plain transformers loads (--merge folds in LoRA)")
+    p = sub.add_parser("export", parents=[common],
+                       help="write a run's model as a folder plain transformers loads (--merge folds in LoRA)")
     p.add_argument("run_dir", metavar="RUN", help="run folder or saved model folder")
     p.add_argument("--output", help="folder to write (default: RUN/merged with --merge, else RUN/export)")
     p.add_argument("--merge", action="store_true", help="merge a LoRA adapter into its base model")
     p.set_defaults(run=_export)
 
-    p = sub.add_parser("merge", help="merge a LoRA adapter into its base model (a plain transformers folder)")
+    p = sub.add_parser("merge", parents=[common], help="merge a LoRA adapter into its base model (a plain transformers folder)")
     p.add_argument("adapter", help="run folder or adapter folder")
     p.add_argument("output", help="folder to write the merged model to")
     p.set_defaults(run=_merge)
 
-    p = sub.add_parser("demo", help="fine-tune a real pretrained encoder on the bundled sentiment sample")
+    p = sub.add_parser("report", parents=[common], help="rebuild RUN/report.md and its plots from the run folder's logs")
+    p.add_argument("run_dir", metavar="RUN", help="run folder (finished or not)")
+    p.set_defaults(run=_report)
+
+    p = sub.add_parser("demo", parents=[common], help="fine-tune a real pretrained encoder on the bundled sentiment sample")
     p.add_argument("--output-dir", default="runs/demo")
-    p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_demo)
     return parser
 
@@ -266,7 +281,7 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    for noisy in ("accelerate", "datasets", "httpx", "huggingface_hub", "peft"):
+    for noisy in ("accelerate", "alembic", "datasets", "httpx", "huggingface_hub", "mlflow", "peft"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message=".*fan_in_fan_out.*")
@@ -277,10 +292,18 @@ def _quiet_libraries() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # Overrides may also come after an option (`train c.yaml --quiet train.epochs=1`), which argparse
+    # alone does not take for a positional list.
+    if extra and hasattr(args, "overrides") and all("=" in a and not a.startswith("-") for a in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     _quiet_libraries()
     try:
-        return args.run(args)
+        with quiet(args.quiet):
+            return args.run(args)
     except Interrupted as err:
         print(f"lmtune: {err}", file=sys.stderr)
         return err.exit_code

@@ -127,6 +127,13 @@ class TrainConfig(Section):
         False, description="On out-of-memory, split each batch in two (and again if needed): same effective batch."
     )
     dataloader_workers: int = Field(0, ge=0, description="Worker processes that collate batches.")
+    report_to: list[Literal["tensorboard", "mlflow"]] = Field(
+        default_factory=list, description="Also stream the logged scalars to these trackers (their packages must be installed)."
+    )
+    mlflow_tracking_uri: str | None = Field(
+        None, description="MLflow store or server URL; default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db in the working folder."
+    )
+    mlflow_experiment: str = Field("lmtune", description="MLflow experiment the run is logged under.")
 
 
 class EvalConfig(Section):
@@ -146,6 +153,7 @@ class OutputConfig(Section):
     overwrite: bool = Field(False, description="Replace an existing finished run folder.")
     save_final: bool = Field(True, description="Write final/ (the last weights) besides best/.")
     merge_lora: bool = Field(False, description="lora: also write merged/, a plain model with the adapter merged.")
+    report: bool = Field(True, description="Write report.md with plots (loss, metrics, confusion matrix, ROC) at the end.")
 
 
 class ParamSpec(Section):
@@ -288,6 +296,17 @@ def nest_keys(flat: dict[str, Any]) -> dict[str, Any]:
                 raise ConfigError(f"key {key!r} conflicts with another value given for '{part}'")
         node[leaf] = value
     return tree
+
+
+def flatten_keys(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'train': {'learning_rate': 1e-4}} -> {'train.learning_rate': 1e-4}; the inverse of nest_keys."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten_keys(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def merge_dicts(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

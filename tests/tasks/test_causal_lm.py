@@ -113,6 +113,9 @@ def test_full_fine_tuning_learns_the_identity_answers(tiny_lms, identity_data, t
     samples = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
     assert {s["step"] for s in samples} >= {0, m["steps"]}
     assert all(normalize_answer(s["prediction"]) == normalize_answer(s["reference"]) for s in samples if s["step"] == m["best_step"])
+    report = (tmp_path / "run" / "report.md").read_text()  # the report shows the kept model's replies and the perplexity curve
+    assert f"## Generated replies (step {m['best_step']})" in report and "plots/metric-perplexity.png" in report
+    assert (tmp_path / "run" / "plots" / "metric-perplexity.png").is_file()
     # The saved model answers the same through the Python API and the command line.
     lm = lmtune.load(tmp_path / "run")
     replies = lm.generate([q for q, _ in IDENTITY])

@@ -9,6 +9,10 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from lmtune.progress import bar
+
+TOKENIZE_CHUNK = 1000  # texts per tokenizer call
+
 
 class EncodedDataset(Dataset):
     """Token ids (and optional token type ids) with one target per example."""
@@ -108,9 +112,18 @@ def encode_texts(
     tokenizer: Any, texts: list[str], pairs: list[str] | None, max_length: int
 ) -> tuple[list[list[int]], list[list[int]] | None, int]:
     """Tokenize with truncation; returns ids, token type ids (if the model uses them) and how many hit max_length."""
-    enc = tokenizer(texts, pairs, truncation=True, max_length=max_length, padding=False)
-    ids = enc["input_ids"]
-    types = enc.get("token_type_ids") if "token_type_ids" in tokenizer.model_input_names else None
+    ids: list[list[int]] = []
+    types: list[list[int]] | None = [] if "token_type_ids" in tokenizer.model_input_names else None
+    with bar(total=len(texts), desc="tokenize", unit="texts") as progress:
+        for start in range(0, len(texts), TOKENIZE_CHUNK):  # in chunks, so that the bar moves
+            part = slice(start, start + TOKENIZE_CHUNK)
+            enc = tokenizer(texts[part], pairs[part] if pairs is not None else None, truncation=True, max_length=max_length, padding=False)
+            ids += enc["input_ids"]
+            if types is not None and enc.get("token_type_ids") is not None:
+                types += enc["token_type_ids"]
+            else:
+                types = None
+            progress.update(len(enc["input_ids"]))
     at_limit = sum(1 for x in ids if len(x) >= max_length)
     return ids, types, at_limit
 

@@ -23,9 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from lmtune.config import DataConfig
+from lmtune.data.batching import TOKENIZE_CHUNK
 from lmtune.data.chat import check_messages
 from lmtune.data.readers import Table, read_table
 from lmtune.errors import DataError
+from lmtune.progress import bar
 
 log = logging.getLogger("lmtune")
 
@@ -212,9 +214,13 @@ def text_blocks(tokenizer: Any, documents: list[str], block_size: int) -> list[l
     if tokenizer.eos_token_id is None:
         raise DataError("the tokenizer has no EOS token to separate documents")
     stream: list[int] = []
-    for ids in tokenizer(documents, add_special_tokens=False)["input_ids"]:
-        stream.extend(ids)
-        stream.append(tokenizer.eos_token_id)
+    with bar(total=len(documents), desc="tokenize", unit="documents") as progress:
+        for start in range(0, len(documents), TOKENIZE_CHUNK):
+            part = documents[start : start + TOKENIZE_CHUNK]
+            for ids in tokenizer(part, add_special_tokens=False)["input_ids"]:
+                stream.extend(ids)
+                stream.append(tokenizer.eos_token_id)
+            progress.update(len(part))
     return [stream[i : i + block_size] for i in range(0, len(stream), block_size)]
 
 

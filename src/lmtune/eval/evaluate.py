@@ -10,6 +10,7 @@ from torch import nn
 
 from lmtune.data.classification import LabelSpace
 from lmtune.eval.metrics import multi_label_metrics, regression_metrics, single_label_metrics
+from lmtune.progress import bar
 from lmtune.train.losses import LossFn
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -36,7 +37,7 @@ def predict_scores(model: nn.Module, loader: Any, label_type: str, accelerator: 
     model.eval()
     scores, targets, indices = [], [], []
     loss_sum, count = 0.0, 0
-    for batch in loader:
+    for batch in bar(loader, desc="evaluate", unit="batches"):
         logits = model(**model_inputs(batch)).logits
         if loss_fn is not None:
             loss = loss_fn(logits, batch["target"])

@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from lmtune.progress import bar
+
 
 @dataclass
 class Sampling:
@@ -33,7 +35,7 @@ def generate_texts(
         # Longest prompts first: rows of similar length waste less padding.
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         texts: dict[int, str] = {}
-        for start in range(0, len(order), batch_size):
+        for start in bar(range(0, len(order), batch_size), desc="generate", unit="batches"):
             chunk = order[start : start + batch_size]
             enc = tokenizer([prompts[i] for i in chunk], return_tensors="pt", padding=True,
                             add_special_tokens=add_special_tokens).to(device)

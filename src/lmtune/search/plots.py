@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Any
 
-PLOT_SIZE = (6.4, 4.0)  # inches; at 100 dpi, 640 x 400 pixels
-DPI = 100
+from lmtune.report.figures import new_figure, save_png
 
 
 def write_plots(study: Any, out: Path, metric: str) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; no display needed
-    import matplotlib.pyplot as plt
     import optuna
 
     folder = out / "plots"
@@ -24,7 +18,7 @@ def write_plots(study: Any, out: Path, metric: str) -> list[Path]:
     written = []
     minimize = study.direction.name == "MINIMIZE"
 
-    fig, ax = plt.subplots(figsize=PLOT_SIZE)
+    fig, ax = new_figure()
     xs = [t.number for t in done]
     ys = [t.value for t in done]
     best, running = [], math.inf if minimize else -math.inf
@@ -37,16 +31,19 @@ def write_plots(study: Any, out: Path, metric: str) -> list[Path]:
     ax.set_ylabel(metric)
     ax.set_title("Optimization history")
     ax.legend()
-    written.append(_save(fig, folder / "history.png"))
+    written.append(save_png(fig, folder / "history.png"))
 
     names = sorted({k for t in done for k in t.params})
     importances: dict[str, float] = {}
     if len(done) >= 2 and names:
         try:
-            importances = optuna.importance.get_param_importances(study)
+            # fANOVA (a seeded random forest) rather than Optuna's default PED-ANOVA, which gives
+            # every parameter the same importance when a study has only a dozen trials
+            importances = optuna.importance.get_param_importances(
+                study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
         except (RuntimeError, ValueError, ZeroDivisionError):  # e.g. every trial gave the same value
             importances = {}
-    fig, ax = plt.subplots(figsize=PLOT_SIZE)
+    fig, ax = new_figure()
     if importances:
         keys = list(importances)[::-1]
         ax.barh(keys, [importances[k] for k in keys], color="tab:green")
@@ -56,10 +53,10 @@ def write_plots(study: Any, out: Path, metric: str) -> list[Path]:
         ax.set_axis_off()
     ax.set_title("Parameter importances")
     fig.tight_layout()
-    written.append(_save(fig, folder / "importances.png"))
+    written.append(save_png(fig, folder / "importances.png"))
 
     for name in names:
-        fig, ax = plt.subplots(figsize=PLOT_SIZE)
+        fig, ax = new_figure()
         pts = [(t.params[name], t.value) for t in done if name in t.params]
         if pts and all(isinstance(p[0], (int, float)) and not isinstance(p[0], bool) for p in pts):
             ax.scatter([p[0] for p in pts], [p[1] for p in pts], color="tab:blue")
@@ -72,16 +69,6 @@ def write_plots(study: Any, out: Path, metric: str) -> list[Path]:
         ax.set_xlabel(name)
         ax.set_ylabel(metric)
         ax.set_title(f"{metric} vs {name}")
-        written.append(_save(fig, folder / f"{name}.png"))
+        written.append(save_png(fig, folder / f"{name}.png"))
     return written
 
-
-def _save(fig: Any, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    fig.set_size_inches(*PLOT_SIZE)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")  # workers of one study write the same plots
-    fig.savefig(tmp, dpi=DPI)
-    plt.close(fig)
-    tmp.replace(path)
-    return path

@@ -21,6 +21,7 @@ import yaml
 from lmtune.config import LOWER_IS_BETTER, Config, build_config, load_config, merge_dicts, nest_keys
 from lmtune.errors import ConfigError, LmtuneError
 from lmtune.models.saving import csv_text, write_text
+from lmtune.progress import bar
 from lmtune.search.space import check_space, grid, sample
 
 log = logging.getLogger("lmtune")
@@ -62,21 +63,36 @@ def search(config: Config | dict | str | Path, *, workers: int = 1) -> SearchSum
         raise ConfigError(f"the study in {storage} optimizes {stored!r}, not {metric!r}; use another output.dir or search.study_name")
     study.set_user_attr("metric", metric)
     before = len(study.trials)
+    trials_bar = bar(total=base.search.n_trials, desc="search", unit="trials", leave=True)
     if workers == 1:
-        _optimize(base, storage, before)
+        _optimize(base, storage, before, lambda s, t: _advance(trials_bar, s, before))
     else:
         # Processes, not threads: each trial seeds the global RNGs and owns the process's logging.
         ctx = multiprocessing.get_context("spawn")
         procs = [ctx.Process(target=_optimize, args=(base.model_dump(mode="json"), storage, before)) for _ in range(workers)]
         for p in procs:
             p.start()
-        for p in procs:
-            p.join()
+        while any(p.is_alive() for p in procs):  # the workers write to the study; the bar reads it
+            for p in procs:
+                p.join(timeout=2)
+            _advance(trials_bar, study, before)
         bad = [p.exitcode for p in procs if p.exitcode]
         if bad:
             raise LmtuneError(f"{len(bad)} of {workers} search workers exited with an error (exit codes {bad}); see the log above")
+    trials_bar.close()
     study = optuna.load_study(study_name=base.search.study_name, storage=storage)
     return write_outputs(study, base, metric)
+
+
+def _advance(trials_bar: Any, study: Any, before: int) -> None:
+    """Move the bar to the number of trials this invocation has finished, with the best value so far."""
+    import optuna
+
+    trials = study.get_trials(deepcopy=False)[before:]
+    done = sum(t.state.is_finished() for t in trials)
+    trials_bar.update(done - trials_bar.n)
+    if any(t.state == optuna.trial.TrialState.COMPLETE for t in trials):
+        trials_bar.set_postfix(best=f"{study.best_value:.4g}")
 
 
 def _route_optuna_logs() -> None:
@@ -127,7 +143,7 @@ def _pruner(base: Config) -> Any:
     return optuna.pruners.NopPruner()
 
 
-def _optimize(base: Config | dict[str, Any], storage: str, before: int) -> None:
+def _optimize(base: Config | dict[str, Any], storage: str, before: int, on_trial: Any = None) -> None:
     """Run trials until this invocation's n_trials (counted over all workers) or timeout is reached."""
     import optuna
     from optuna.study import MaxTrialsCallback
@@ -136,7 +152,7 @@ def _optimize(base: Config | dict[str, Any], storage: str, before: int) -> None:
     _route_optuna_logs()
     study = optuna.load_study(study_name=base.search.study_name, storage=storage, sampler=_sampler(base), pruner=_pruner(base))
     metric, _ = resolve_objective(base)
-    callbacks = [lambda s, t: write_outputs(s, base, metric)]
+    callbacks = [lambda s, t: write_outputs(s, base, metric)] + ([on_trial] if on_trial is not None else [])
     if base.search.n_trials is not None:
         callbacks.insert(0, MaxTrialsCallback(before + base.search.n_trials, states=None))
     study.optimize(

@@ -33,6 +33,7 @@ class Splits:
 class Evaluation:
     metrics: dict[str, Any]
     samples: list[dict[str, Any]] | None = None  # generated text beside its reference, for samples.jsonl
+    predictions: list[dict[str, Any]] | None = None  # one row per example, for SPLIT_predictions.csv
 
 
 class Task(Protocol):
@@ -64,7 +65,8 @@ class Task(Protocol):
 
     def units(self, batch: dict[str, torch.Tensor]) -> int: ...
 
-    def evaluate(self, model: nn.Module, loader: Any, accelerator: Any, generate: bool) -> Evaluation: ...
+    def evaluate(self, model: nn.Module, loader: Any, accelerator: Any, generate: bool, split: str = "validation") -> Evaluation:
+        """Score the examples of `split` (validation or test) that the loader holds."""
 
     def meta(self, max_length: int) -> dict[str, Any]:
         """What a saved model needs to be used later (labels, columns, templates)."""

@@ -25,6 +25,7 @@ from lmtune.eval.generation import Sampling, generate_texts
 from lmtune.eval.text_metrics import perplexity, qa_metrics
 from lmtune.models.head_positions import HeadPositions
 from lmtune.models.loading import load_causal_lm
+from lmtune.progress import bar
 from lmtune.tasks.base import Evaluation, Splits, base_model_record
 
 log = logging.getLogger("lmtune")
@@ -115,7 +116,7 @@ class CausalLMTask:
 
     def _conversations(self, conv: Conversations, max_length: int, name: str) -> EncodedDataset:
         ids, labels, empty, truncated = [], [], [], 0
-        for i, messages in enumerate(conv.messages):
+        for i, messages in enumerate(bar(conv.messages, desc=f"tokenize {name}", unit="examples")):
             enc = encode(self.tokenizer, messages, max_length, self.cfg.data.train_on_prompt)
             truncated += len(enc.input_ids) >= max_length
             if all(t == IGNORE for t in enc.labels[1:]):  # the first token is never a target
@@ -171,7 +172,7 @@ class CausalLMTask:
         return loss, int(keep.sum())
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, loader: Any, accelerator: Any, generate: bool = False) -> Evaluation:
+    def evaluate(self, model: nn.Module, loader: Any, accelerator: Any, generate: bool = False, split: str = "validation") -> Evaluation:
         """Mean token loss and perplexity; with eval.generate, replies to validation prompts and their scores.
 
         `accelerator` may be None (one process, e.g. `lmtune eval`).
@@ -181,7 +182,7 @@ class CausalLMTask:
         was_training = model.training
         model.eval()
         total, count = 0.0, 0
-        for batch in loader:
+        for batch in bar(loader, desc="evaluate", unit="batches"):
             loss, n = self.loss(model, batch)
             total += float(loss)
             count += n

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -106,9 +107,34 @@ class ClassificationTask:
         n = self.units(batch)
         return self._loss(logits, batch["target"]) * n, n
 
-    def evaluate(self, model: nn.Module, loader: Any, accelerator: Any, generate: bool = False) -> Evaluation:
+    def evaluate(self, model: nn.Module, loader: Any, accelerator: Any, generate: bool = False, split: str = "validation") -> Evaluation:
         scores, targets, loss = predict_scores(model, loader, self.labels.label_type, accelerator, self._loss)
-        return Evaluation({"loss": loss, **score(scores, targets, self.labels, self.cfg.eval.threshold)})
+        metrics = {"loss": loss, **score(scores, targets, self.labels, self.cfg.eval.threshold)}
+        return Evaluation(metrics, predictions=self.prediction_rows(split, scores, targets))
+
+    def prediction_rows(self, split: str, scores: np.ndarray, targets: np.ndarray) -> list[dict[str, Any]]:
+        """One row per example of `split`: its text, label, prediction and (for labels) class probabilities."""
+        assert self.data is not None
+        examples = self.data.test if split == "test" else self.data.validation
+        assert examples is not None and len(examples.texts) == len(scores)
+        names, kind = self.labels.names, self.labels.label_type
+        join = self.cfg.data.label_separator.join
+        rows = []
+        for i, (s, t) in enumerate(zip(scores, targets)):
+            row: dict[str, Any] = {"row": i, "text": examples.texts[i]}
+            if examples.pairs is not None:
+                row["text_pair"] = examples.pairs[i]
+            if kind == "single":
+                row["label"], row["predicted"] = names[int(t)], names[int(s.argmax())]
+            elif kind == "multi":
+                row["label"] = join(n for n, on in zip(names, t) if on)
+                row["predicted"] = join(n for n, p in zip(names, s) if p >= self.cfg.eval.threshold)
+            else:
+                row["label"], row["predicted"] = float(t), float(s)
+            if kind != "regression":
+                row.update({f"p_{n}": round(float(p), 6) for n, p in zip(names, s)})
+            rows.append(row)
+        return rows
 
     def meta(self, max_length: int) -> dict[str, Any]:
         d = self.cfg.data

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from lmtune.config import Config, build_config, load_config
 from lmtune.data.batching import LengthGroupedBatchSampler
@@ -28,7 +27,9 @@ from lmtune.errors import ConfigError, Interrupted, TrainingError
 from lmtune.models.freeze import apply_freeze, apply_full
 from lmtune.models.loading import count_parameters, effective_max_length, load_tokenizer
 from lmtune.models.lora import apply_lora
-from lmtune.models.saving import save_model, write_json, write_jsonl
+from lmtune.models.saving import csv_text, save_model, write_json, write_jsonl, write_text
+from lmtune.progress import bar, quiet
+from lmtune.report import write_report
 from lmtune.tasks import Task, build_task
 from lmtune.train.checkpoint import checkpoints_dir, clean_leftovers, rotate
 from lmtune.train.optim import build_optimizer, build_scheduler, parameter_groups
@@ -36,6 +37,7 @@ from lmtune.train.resume import check_compatible, find_checkpoint, fingerprint, 
 from lmtune.train.signals import StopRequest
 from lmtune.train.state import BestKeeper, restore_checkpoint, restore_trainable, write_checkpoint
 from lmtune.train.step import Progress, Stepper, boundary
+from lmtune.train.tracking import Trackers, check_trackers
 
 log = logging.getLogger("lmtune")
 
@@ -81,11 +83,12 @@ def prepare_output_dir(cfg: Config, keep: bool = False) -> Path:
 
 
 class RunLog:
-    """metrics.jsonl: one JSON record per log or evaluation, appended as the run goes."""
+    """metrics.jsonl: one JSON record per log or evaluation, appended as the run goes (and copied to the trackers)."""
 
-    def __init__(self, path: Path | None, records: list[dict[str, Any]] | None = None):
+    def __init__(self, path: Path | None, records: list[dict[str, Any]] | None = None, trackers: Trackers | None = None):
         self.path = path  # None: keep records in memory only (processes other than the main one)
         self.records: list[dict[str, Any]] = list(records or [])
+        self.trackers = trackers
 
     def write(self, record: dict[str, Any]) -> None:
         self.records.append(record)
@@ -93,10 +96,13 @@ class RunLog:
             return
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+        if self.trackers is not None:
+            self.trackers.log(record)
 
 
 def _setup(cfg: Config) -> tuple[Task, Any, Any]:
     """Load and check data, tokenizer and model; adapt the model with the chosen method."""
+    check_trackers(cfg)
     task = build_task(cfg)
     task.load_data()
     tokenizer = load_tokenizer(cfg.model)
@@ -125,13 +131,15 @@ def train(
     if log.level == logging.NOTSET:
         log.setLevel(logging.INFO)
     try:
-        return _train(config, progress, early, on_evaluate)
+        # Bars from the main process only: with several processes each would draw its own.
+        with quiet(not progress or int(os.environ.get("RANK", "0")) > 0):
+            return _train(config, early, on_evaluate)
     finally:
         log.removeHandler(early)
 
 
 def _train(
-    config: Config | dict | str | Path, progress: bool, early: logging.handlers.BufferingHandler,
+    config: Config | dict | str | Path, early: logging.handlers.BufferingHandler,
     on_evaluate: Callable[[int, dict[str, Any]], None] | None,
 ) -> TrainResult:
     from accelerate import Accelerator
@@ -222,6 +230,7 @@ def _train(
 
     if not main:
         log.addFilter(only_warnings)  # one process reports progress, not N
+    trackers: Trackers | None = None
     try:
         log.info(
             "%s: %s parameters, %s trainable (%.2f%%), method %s; %d train / %d validation examples; %d steps",
@@ -233,16 +242,27 @@ def _train(
                      "; accepted changes: " + "; ".join(accepted) if accepted else "")
         if tc.keep_last_checkpoints == 0:
             log.warning("train.keep_last_checkpoints=0: no checkpoints are written, so this run cannot be resumed")
-        run_log = RunLog(out / "metrics.jsonl" if main else None, history)
+        trackers = Trackers(cfg, out, state.step if resume_from is not None else None) if main else None
+        run_log = RunLog(out / "metrics.jsonl" if main else None, history, trackers)
         meta = task.meta(max_length)
 
-        def evaluate(loader: Any = val_loader, generate: bool = True) -> dict[str, Any]:
-            result = task.evaluate(model, loader, accelerator, generate)
+        predictions: list[dict[str, Any]] | None = None  # of the latest evaluation, one row per example
+
+        def evaluate(loader: Any = val_loader, generate: bool = True, split: str = "validation") -> dict[str, Any]:
+            nonlocal predictions
+            result = task.evaluate(model, loader, accelerator, generate, split)
             if result.samples and main:
                 with (out / "samples.jsonl").open("a", encoding="utf-8") as f:
                     for sample in result.samples:
                         f.write(json.dumps({"step": state.step, **sample}, ensure_ascii=False) + "\n")
+            predictions = result.predictions
             return result.metrics
+
+        def write_predictions(split: str) -> None:
+            """SPLIT_predictions.csv: every example of the split as the model just evaluated saw it."""
+            if main and predictions:
+                rows = [{"step": state.step, **row} for row in predictions]
+                write_text(out / f"{split}_predictions.csv", csv_text(rows, list(rows[0])))
 
         def save_checkpoint(point: dict[str, Any]) -> None:
             """Write the weights and optimizer as they are now, with the counters and RNG of `point`."""
@@ -262,8 +282,7 @@ def _train(
 
         stepper = Stepper(model, optimizer, scheduler, task, accelerator, tc, state)
         stop = state.step >= total_steps or best.should_stop
-        # disable=None: no bar when stderr is not a terminal (logs, CI), as tqdm decides
-        bar = tqdm(total=total_steps, initial=state.step, disable=None if progress and main else True, desc="train", dynamic_ncols=True)
+        steps_bar = bar(total=total_steps, initial=state.step, desc="train", unit="steps", leave=True)
         with StopRequest() as stop_request:
             while not stop and state.epoch < tc.epochs:
                 # Resuming mid-epoch: leave out this process's batches already trained on. Skipping
@@ -296,15 +315,15 @@ def _train(
                         raise
                     state.train_seconds += time.perf_counter() - started
                     group = []
-                    bar.update(1)
+                    steps_bar.update(1)
                     end_of_epoch = state.batches_in_epoch >= batches_per_epoch
                     if state.step % tc.log_every_n_steps == 0 or state.step == total_steps:
                         record = stepper.log_record(state.epoch + state.batches_in_epoch / batches_per_epoch)
                         run_log.write(record)
                         loss_text = "n/a" if record["loss"] is None else f"{record['loss']:.4f}"
-                        if bar.disable:
+                        if steps_bar.disable:
                             log.info("step %d: loss=%s lr=%.2e %.1f examples/s", state.step, loss_text, record["learning_rate"], record["examples_per_s"])
-                        bar.set_postfix(loss=loss_text, lr=f"{record['learning_rate']:.2e}", ex_s=f"{record['examples_per_s']:.1f}")
+                        steps_bar.set_postfix(loss=loss_text, lr=f"{record['learning_rate']:.2e}", ex_s=f"{record['examples_per_s']:.1f}")
                     finished = state.step >= total_steps
                     new_best = False
                     due = (cfg.eval.every_n_steps and state.step % cfg.eval.every_n_steps == 0) or end_of_epoch or finished
@@ -314,6 +333,8 @@ def _train(
                         run_log.write({"type": "eval", "step": state.step, "epoch": epoch_pos, **metrics})
                         log.info("step %d: %s", state.step, _summary(metrics))
                         new_best = best.update(state.step, metrics, unwrapped)
+                        if new_best:
+                            write_predictions("validation")
                         if on_evaluate is not None:
                             on_evaluate(state.step, metrics)
                     stop = finished or best.should_stop
@@ -339,7 +360,7 @@ def _train(
                         break
                 if not stop and group:  # never expected: the loader gave fewer batches than counted
                     raise RuntimeError(f"epoch {state.epoch} ended with {len(group)} unprocessed batches")
-        bar.close()
+        steps_bar.close()
         if state.bad_steps:
             log.warning("%d steps were skipped for a non-finite loss or gradient", state.bad_steps)
 
@@ -365,22 +386,41 @@ def _train(
             "train_tokens_per_s": round(state.tokens / seconds, 1) if seconds else None,
             "trainable_parameters": trainable,
             "total_parameters": total,
+            "train_examples": len(train_set),
+            "validation_examples": len(val_set) if val_set is not None else 0,
         }
         if initial is not None:
             result_metrics["initial"] = initial
         if test_set is not None:
-            result_metrics["test"] = evaluate(eval_loader(test_set), generate=False)
+            result_metrics["test"] = evaluate(eval_loader(test_set), generate=False, split="test")
+            write_predictions("test")
             run_log.write({"type": "test", "step": state.step, **result_metrics["test"]})
             log.info("test: %s", _summary(result_metrics["test"]))
         if main:
             write_json(out / "metrics.json", result_metrics)
+            if cfg.output.report:
+                _report(out)
         accelerator.wait_for_everyone()
         log.info("run written to %s (best %s=%s at step %d)", out, metric_name, best.value, best.step)
         return TrainResult(out, result_metrics, best.step, run_log.records)
+    except BaseException as err:
+        if trackers is not None:
+            trackers.close("KILLED" if isinstance(err, (Interrupted, KeyboardInterrupt)) else "FAILED")
+        raise
     finally:
+        if trackers is not None:
+            trackers.close()
         log.removeHandler(file_log)
         log.removeFilter(only_warnings)
         file_log.close()
+
+
+def _report(out: Path) -> None:
+    """report.md and its plots; a failure here costs the report only, never the finished run."""
+    try:
+        write_report(out)
+    except Exception as err:  # noqa: BLE001 - the model and metrics are already saved
+        log.warning("could not write %s/report.md (%s: %s); rebuild it with: lmtune report %s", out, type(err).__name__, err, out)
 
 
 def _summary(metrics: dict[str, Any]) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from lmtune.config import Config, build_config
+from lmtune.config import Config, build_config, flatten_keys
 from lmtune.errors import CheckpointError, ConfigError
 from lmtune.train.checkpoint import checkpoints_dir, latest_valid, verify
 
@@ -64,7 +64,7 @@ def saved_config(checkpoint: Path) -> Config:
 
 def check_compatible(old: Config, new: Config, old_prints: dict[str, str], new_prints: dict[str, str]) -> list[str]:
     """Refuse a resume that would not continue the same run; return the accepted changes for the log."""
-    before, after = _flatten(old.model_dump(mode="json")), _flatten(new.model_dump(mode="json"))
+    before, after = flatten_keys(old.model_dump(mode="json")), flatten_keys(new.model_dump(mode="json"))
     refused, needs_flag, accepted = [], [], []
     for key in sorted(set(before) | set(after)):
         a, b = before.get(key), after.get(key)
@@ -96,13 +96,3 @@ def check_compatible(old: Config, new: Config, old_prints: dict[str, str], new_p
 def _changed(before: dict[str, Any], after: dict[str, Any]) -> set[str]:
     return {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
 
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in d.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flatten(value, name + "."))
-        else:
-            out[name] = value
-    return out
