@@ -91,3 +91,17 @@ def test_report_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
         write_report(tmp_path)
     assert main(["report", str(tmp_path)]) == 2
     assert "has no config.yaml" in capsys.readouterr().err
+
+
+def test_a_report_that_cannot_be_drawn_does_not_fail_the_run(tiny_models, toy_data, tmp_path, monkeypatch, caplog):
+    from lmtune.train import loop
+
+    def broken(folder):
+        raise RuntimeError("no fonts")
+
+    monkeypatch.setattr(loop, "write_report", broken)
+    out = tmp_path / "run"
+    lmtune.train(make_config(tiny_models["bert"], toy_data, out, train={"epochs": 1}), progress=False)
+    assert (out / "metrics.json").is_file() and (out / "best" / "model.safetensors").is_file()
+    assert not (out / "report.md").exists()
+    assert f"rebuild it with: lmtune report {out}" in caplog.text

@@ -63,3 +63,20 @@ def test_a_tracker_that_fails_mid_run_is_switched_off_and_the_run_finishes(tiny_
                           progress=False)
     assert (out / "best" / "model.safetensors").is_file() and result.metrics["steps"] > 0
     assert "tensorboard failed (OSError: disk full) and is switched off" in caplog.text
+
+
+def test_a_resumed_run_logs_to_the_same_mlflow_run(tiny_models, toy_data, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    out, uri = tmp_path / "run", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = make_config(tiny_models["bert"], toy_data, out, train={"epochs": 1, "report_to": ["mlflow"], "mlflow_tracking_uri": uri})
+    lmtune.train(cfg, progress=False)
+    run_id = json.loads((out / "mlflow_run.json").read_text())["run_id"]
+    cfg["train"]["epochs"] = 2  # go on for a second epoch from the last checkpoint
+    lmtune.train({**cfg, "resume": "auto", "resume_allow_changes": True}, progress=False)
+    assert json.loads((out / "mlflow_run.json").read_text())["run_id"] == run_id
+    client = MlflowClient(tracking_uri=uri)
+    assert len(client.search_runs([client.get_experiment_by_name("lmtune").experiment_id])) == 1
+    assert client.get_run(run_id).info.status == "FINISHED"
+    steps = sorted(m.step for m in client.get_metric_history(run_id, "eval/accuracy"))
+    assert steps == [r["step"] for r in logged(out) if r["type"] == "eval"] and len(steps) == 2
