@@ -14,7 +14,10 @@ def write_plots(study: Any, out: Path, metric: str) -> list[Path]:
 
     folder = out / "plots"
     folder.mkdir(exist_ok=True)
-    done = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+    trials = study.get_trials(deepcopy=False)
+    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    # A pruned trial's value is its last evaluation before it was stopped: drawn apart, in grey.
+    pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED and t.value is not None]
     written = []
     minimize = study.direction.name == "MINIMIZE"
 
@@ -26,11 +29,19 @@ def write_plots(study: Any, out: Path, metric: str) -> list[Path]:
         running = min(running, y) if minimize else max(running, y)
         best.append(running)
     ax.scatter(xs, ys, label=f"trial {metric}", color="tab:blue")
+    if pruned:
+        ax.scatter([t.number for t in pruned], [t.value for t in pruned], marker="x", color="tab:gray",
+                   label=f"pruned (its {metric} when stopped)")
+    last = max((t.number for t in trials), default=0)
+    if xs and last > xs[-1]:  # carry the best on to the last trial
+        xs, best = [*xs, last], [*best, best[-1]]
     ax.step(xs, best, where="post", label="best so far", color="tab:red")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("trial")
     ax.set_ylabel(metric)
     ax.set_title("Optimization history")
     ax.legend()
+    fig.tight_layout()
     written.append(save_png(fig, folder / "history.png"))
 
     names = sorted({k for t in done for k in t.params})
@@ -58,17 +69,28 @@ def write_plots(study: Any, out: Path, metric: str) -> list[Path]:
     for name in names:
         fig, ax = new_figure()
         pts = [(t.params[name], t.value) for t in done if name in t.params]
-        if pts and all(isinstance(p[0], (int, float)) and not isinstance(p[0], bool) for p in pts):
-            ax.scatter([p[0] for p in pts], [p[1] for p in pts], color="tab:blue")
-            if all(p[0] > 0 for p in pts) and max(p[0] for p in pts) / min(p[0] for p in pts) > 100:
-                ax.set_xscale("log")
-        else:
-            labels = sorted({str(p[0]) for p in pts})
-            ax.scatter([labels.index(str(p[0])) for p in pts], [p[1] for p in pts], color="tab:blue")
+        stopped = [(t.params[name], t.value) for t in pruned if name in t.params]
+        everything = pts + stopped
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v, _ in everything)
+        labels = [] if numeric else sorted({str(v) for v, _ in everything})
+
+        def position(value: Any) -> Any:
+            return value if numeric else labels.index(str(value))
+
+        values = [v for v, _ in everything]
+        if numeric and values and min(values) > 0 and max(values) / min(values) > 20:  # e.g. a learning rate
+            ax.set_xscale("log")
+        if labels:
             ax.set_xticks(range(len(labels)), labels)
+        ax.scatter([position(p[0]) for p in pts], [p[1] for p in pts], color="tab:blue", label="complete")
+        if stopped:
+            ax.scatter([position(p[0]) for p in stopped], [p[1] for p in stopped], marker="x", color="tab:gray",
+                       label="pruned (when stopped)")
+            ax.legend()
         ax.set_xlabel(name)
         ax.set_ylabel(metric)
         ax.set_title(f"{metric} vs {name}")
+        fig.tight_layout()
         written.append(save_png(fig, folder / f"{name}.png"))
     return written
 
