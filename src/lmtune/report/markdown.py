@@ -98,7 +98,8 @@ def write_report(folder: Path | str) -> Path:
         curves.append(_image(f"Validation {name}", path, run.folder))
     if curves:
         sections.append("## Curves\n\n" + "\n\n".join(curves))
-    errors = _classification_plots(run, plots, written)
+    errors, drawn = _classification_plots(run, plots)
+    written += drawn
     if errors:
         sections.append(errors)
     if run.samples:
@@ -231,19 +232,23 @@ def _metrics(run: RunFiles) -> str:
     return "## Metrics (validation)\n\n" + _table(["Metric", *(c for c, _ in columns)], rows)
 
 
-def _classification_plots(run: RunFiles, plots: Path, written: list[Path]) -> str:
+def _classification_plots(run: RunFiles, plots: Path) -> tuple[str, list[Path]]:
     """Confusion matrix of the kept model, and ROC and precision-recall curves when there are two labels."""
     if run.cfg.task != "classification":
-        return ""
+        return "", []
     best_step = _best_step(run)
     source = next((e for e in run.evals if e["step"] == best_step), None) or (run.evals[-1] if run.evals else None)
     if source is None or "confusion_matrix" not in source:
-        return ""
+        return "", []
     names = (run.meta or {}).get("labels") or [str(i) for i in range(len(source["confusion_matrix"]))]
     parts = ["## Errors of the kept model"]
+    if source.get("per_class"):
+        rows = [(str(name), _number(c["precision"]), _number(c["recall"]), _number(c["f1"]), f"{c['support']:,}")
+                for name, c in source["per_class"].items()]
+        parts.append(_table(["Label", "Precision", "Recall", "F1", "Support"], rows))
     title = f"Confusion matrix, validation, step {source['step']}"
-    written.append(confusion_plot(source["confusion_matrix"], [str(n) for n in names], title, plots / "confusion_matrix.png"))
-    parts.append(_image(title, written[-1], run.folder))
+    written = [confusion_plot(source["confusion_matrix"], [str(n) for n in names], title, plots / "confusion_matrix.png")]
+    parts.append(_image(title, written[0], run.folder))
     rows = run.predictions
     if len(names) == 2 and rows and all(r.get("step") == str(source["step"]) for r in rows):
         truth = np.array([r["label"] == str(names[1]) for r in rows], dtype=int)
@@ -255,7 +260,7 @@ def _classification_plots(run: RunFiles, plots: Path, written: list[Path]) -> st
             parts.append(f"ROC-AUC {roc_auc:.4f}, average precision {ap:.4f} (positive label: {names[1]}).")
     if rows:
         parts.append("Every validation example with its prediction is in `validation_predictions.csv`.")
-    return "\n\n".join(parts)
+    return "\n\n".join(parts), written
 
 
 def _samples(run: RunFiles) -> str:
