@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lmtune.eval.metrics import multi_label_metrics, regression_metrics, single_label_metrics
+from lmtune.eval.metrics import multi_label_metrics, regression_metrics, scalar_metrics, single_label_metrics
 from lmtune.train.losses import balanced_weights
 
 
@@ -61,3 +61,9 @@ def test_regression_metrics_by_hand():
 def test_balanced_class_weights():
     # 6 examples: 4 of class 0, 2 of class 1 -> n/(k*count) = 6/8, 6/4
     assert balanced_weights([0, 0, 0, 0, 1, 1], 2) == pytest.approx([0.75, 1.5])
+
+
+def test_scalar_metrics_keep_the_finite_numbers_of_a_record_only():
+    record = {"type": "eval", "step": 5, "epoch": 0.5, "loss": 0.25, "accuracy": 1, "early": True, "roc_auc": float("nan"),
+              "per_class": {"a": {"f1": 1.0}}, "confusion_matrix": [[1, 0], [0, 1]], "note": "x", "skipped": None}
+    assert scalar_metrics(record) == {"loss": 0.25, "accuracy": 1.0}

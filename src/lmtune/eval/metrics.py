@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,12 @@ class _SklearnMetrics:
 
 
 skm = _SklearnMetrics()
+
+
+def scalar_metrics(record: dict[str, Any]) -> dict[str, float]:
+    """The finite numbers of a metrics record: its metrics, not its step, epoch, type or nested tables."""
+    return {k: float(v) for k, v in record.items()
+            if k not in ("step", "epoch", "type") and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
 
 
 def _per_class(refs: np.ndarray, preds: np.ndarray, names: list[str], labels: list[int] | None) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from lmtune.eval.metrics import scalar_metrics
 from lmtune.report.figures import new_figure, save_png
 
 SMOOTHING = 0.6  # weight of the running average in the smoothed loss (TensorBoard's default)
@@ -19,13 +20,6 @@ def smoothed(values: list[float], weight: float = SMOOTHING) -> list[float]:
         running = weight * running + (1 - weight) * value
         out.append(running / (1 - weight**n))
     return out
-
-
-def scalar_metrics(record: dict[str, Any]) -> dict[str, float]:
-    """The numeric metrics of one evaluation record (not its step, epoch or nested tables)."""
-    skip = {"step", "epoch", "type"}
-    return {k: float(v) for k, v in record.items()
-            if k not in skip and isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)}
 
 
 def loss_plot(train: list[dict[str, Any]], evals: list[dict[str, Any]], path: Path) -> Path:

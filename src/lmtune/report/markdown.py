@@ -19,7 +19,8 @@ import numpy as np
 from lmtune.config import Config, load_config
 from lmtune.errors import ConfigError, DataError
 from lmtune.models.saving import write_text
-from lmtune.report.curves import confusion_plot, loss_plot, metric_plots, roc_pr_plots, scalar_metrics
+from lmtune.eval.metrics import scalar_metrics
+from lmtune.report.curves import confusion_plot, loss_plot, metric_plots, roc_pr_plots
 
 REPORT_FILE = "report.md"
 PLOTS_DIR = "plots"

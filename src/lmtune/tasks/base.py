@@ -9,6 +9,7 @@ unit count, so that gradient accumulation and several processes weight every uni
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,7 +34,8 @@ class Splits:
 class Evaluation:
     metrics: dict[str, Any]
     samples: list[dict[str, Any]] | None = None  # generated text beside its reference, for samples.jsonl
-    predictions: list[dict[str, Any]] | None = None  # one row per example, for SPLIT_predictions.csv
+    # One row per example, for SPLIT_predictions.csv; built on demand, as most evaluations write none.
+    predictions: Callable[[], list[dict[str, Any]]] | None = None
 
 
 class Task(Protocol):

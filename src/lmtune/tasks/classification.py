@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -110,7 +111,7 @@ class ClassificationTask:
     def evaluate(self, model: nn.Module, loader: Any, accelerator: Any, generate: bool = False, split: str = "validation") -> Evaluation:
         scores, targets, loss = predict_scores(model, loader, self.labels.label_type, accelerator, self._loss)
         metrics = {"loss": loss, **score(scores, targets, self.labels, self.cfg.eval.threshold)}
-        return Evaluation(metrics, predictions=self.prediction_rows(split, scores, targets))
+        return Evaluation(metrics, predictions=functools.partial(self.prediction_rows, split, scores, targets))
 
     def prediction_rows(self, split: str, scores: np.ndarray, targets: np.ndarray) -> list[dict[str, Any]]:
         """One row per example of `split`: its text, label, prediction and (for labels) class probabilities."""

@@ -231,6 +231,7 @@ def _train(
     if not main:
         log.addFilter(only_warnings)  # one process reports progress, not N
     trackers: Trackers | None = None
+    outcome = "FINISHED"  # what the trackers are told when the run ends
     try:
         log.info(
             "%s: %s parameters, %s trainable (%.2f%%), method %s; %d train / %d validation examples; %d steps",
@@ -246,7 +247,7 @@ def _train(
         run_log = RunLog(out / "metrics.jsonl" if main else None, history, trackers)
         meta = task.meta(max_length)
 
-        predictions: list[dict[str, Any]] | None = None  # of the latest evaluation, one row per example
+        predictions: Callable[[], list[dict[str, Any]]] | None = None  # of the latest evaluation
 
         def evaluate(loader: Any = val_loader, generate: bool = True, split: str = "validation") -> dict[str, Any]:
             nonlocal predictions
@@ -260,8 +261,9 @@ def _train(
 
         def write_predictions(split: str) -> None:
             """SPLIT_predictions.csv: every example of the split as the model just evaluated saw it."""
-            if main and predictions:
-                rows = [{"step": state.step, **row} for row in predictions]
+            rows = predictions() if main and predictions is not None else []
+            if rows:
+                rows = [{"step": state.step, **row} for row in rows]
                 write_text(out / f"{split}_predictions.csv", csv_text(rows, list(rows[0])))
 
         def save_checkpoint(point: dict[str, Any]) -> None:
@@ -404,12 +406,11 @@ def _train(
         log.info("run written to %s (best %s=%s at step %d)", out, metric_name, best.value, best.step)
         return TrainResult(out, result_metrics, best.step, run_log.records)
     except BaseException as err:
-        if trackers is not None:
-            trackers.close("KILLED" if isinstance(err, (Interrupted, KeyboardInterrupt)) else "FAILED")
+        outcome = "KILLED" if isinstance(err, (Interrupted, KeyboardInterrupt)) else "FAILED"
         raise
     finally:
         if trackers is not None:
-            trackers.close()
+            trackers.close(outcome)
         log.removeHandler(file_log)
         log.removeFilter(only_warnings)
         file_log.close()

@@ -11,11 +11,13 @@ import importlib.util
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 from lmtune.config import Config, flatten_keys
 from lmtune.errors import ConfigError
+from lmtune.eval.metrics import scalar_metrics
 
 log = logging.getLogger("lmtune")
 
@@ -35,10 +37,9 @@ def check_trackers(cfg: Config) -> None:
 
 
 def scalars(record: dict[str, Any]) -> dict[str, float]:
-    """`train/loss`, `eval/accuracy`, ...: the numbers of one metrics.jsonl record, by kind."""
+    """`train/loss`, `eval/accuracy`, ...: the metrics of one metrics.jsonl record, named by its kind."""
     kind = record.get("type", "train")
-    return {f"{kind}/{k}": float(v) for k, v in record.items()
-            if k not in ("type", "step") and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {f"{kind}/{k}": v for k, v in scalar_metrics(record).items()}
 
 
 class TensorBoard:
@@ -86,8 +87,6 @@ class MLflow:
             self.client.log_batch(self.run_id, params=params[start:start + 100])
 
     def log(self, step: int, values: dict[str, float]) -> None:
-        import time
-
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
