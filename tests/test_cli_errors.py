@@ -140,3 +140,66 @@ def test_train_with_bad_input_exits_2_as_a_subprocess(tmp_path):
     assert not out.exists()
     # nothing but the inputs: no output folder, no relative runs/ in the working directory
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", "latin1.csv"]
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "is_a_file", "under_proc"])
+def test_an_output_dir_that_cannot_be_created_exits_2_before_anything_loads(tmp_path, capsys, where):
+    """The model name is made up: an error about it would mean the output check came too late."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    out = {"under_a_file": blocker / "runs" / "x", "is_a_file": blocker, "under_proc": Path("/proc/lmtune-test/run")}[where]
+    if where == "under_proc" and not Path("/proc").is_dir():
+        pytest.skip("no /proc here")
+    cfg, _ = write_config(tmp_path, str(write_good_csv(tmp_path)))
+    assert main(["train", str(cfg), f"output.dir={out}", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lmtune: error: output.dir=") and str(out) in err and "Traceback" not in err
+    assert ("/proc" if where == "under_proc" else "is a file") in err
+    assert "unused-model" not in err
+    assert blocker.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("command", ["predict", "generate"])
+def test_an_output_file_that_cannot_be_written_exits_2_before_the_model_loads(tmp_path, capsys, command):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    data = write_good_csv(tmp_path)
+    assert main([command, str(tmp_path / "no-such-run"), "--input", str(data), "--output", str(blocker / "out.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lmtune: error: --output ") and str(blocker / "out.jsonl") in err and "is a file" in err
+    assert "no-such-run" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\t\n"])
+def test_predict_refuses_an_empty_text_as_training_does(tmp_path, capsys, text):
+    assert main(["predict", str(tmp_path / "no-such-run"), "--text", "fine", "--text", text]) == 2
+    err = capsys.readouterr().err
+    assert "--text number 2 (of 2) is empty" in err and "Traceback" not in err
+
+
+def test_a_hub_id_fails_at_once_when_the_hub_cannot_be_reached(tmp_path):
+    """One clear message, no retries: the hub endpoint is a closed local port."""
+    cfg, out = write_config(tmp_path, str(write_good_csv(tmp_path)))
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update(HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path / "hf-home"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "lmtune.cli", "train", str(cfg), "model.name_or_path=some-org/some-model", "--quiet"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("lmtune: error:")]
+    assert len(errors) == 1 and "'some-org/some-model'" in errors[0] and "cannot be reached" in errors[0]
+    assert "127.0.0.1:9" in errors[0] and "Retry" not in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("/no/such/model-folder", "no such folder or file"),
+    ("./models/not-here", "no such folder or file"),
+    ("not a hub id!", "not a hub id either"),
+])
+def test_a_model_path_that_does_not_exist_says_so(tmp_path, capsys, name, expected):
+    cfg, out = write_config(tmp_path, str(write_good_csv(tmp_path)))
+    assert main(["train", str(cfg), f"model.name_or_path={name}", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Repo id must be in the form" not in err and not out.exists()

@@ -22,7 +22,7 @@ def test_train_eval_generate_chat_export(tiny_lms, identity_data, tmp_path, caps
         "task": "causal_lm",
         "model": {"name_or_path": str(tiny_lms["llama-chat"]), "max_length": 64},
         "data": {"train": str(train), "validation": str(identity_data["validation"])},
-        "method": {"name": "lora", "lora_rank": 16},
+        "method": {"name": "lora", "lora_rank": 16, "lora_dropout": 0.05},  # a model whose greedy replies are not empty
         "train": {"epochs": 3, "batch_size": 8, "learning_rate": 3e-2, "log_every_n_steps": 8},
         "eval": {"generate": True, "max_new_tokens": 16},
         "output": {"dir": str(run)},

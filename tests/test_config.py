@@ -297,3 +297,16 @@ def test_to_yaml_round_trips_non_defaults(tmp_path):
     assert again.train.adam_betas == (0.85, 0.99)
     assert again.output.dir == "runs/ü nicode"
     assert again.to_yaml() == text
+
+
+def test_the_learning_rate_defaults_by_method_and_an_explicit_one_wins():
+    from lmtune.config import DEFAULT_LEARNING_RATES, build_config
+
+    base = {"model": {"name_or_path": "m"}, "data": {"train": "t.csv"}}
+    for method, rate in DEFAULT_LEARNING_RATES.items():
+        cfg = build_config({**base, "method": {"name": method}})
+        assert cfg.train.learning_rate is None  # unset in the config a search or a resume compares
+        assert cfg.with_defaults().train.learning_rate == rate
+    explicit = build_config({**base, "method": {"name": "lora"}, "train": {"learning_rate": 3e-4}})
+    assert explicit.with_defaults().train.learning_rate == 3e-4
+    assert DEFAULT_LEARNING_RATES["lora"] > DEFAULT_LEARNING_RATES["freeze"] > DEFAULT_LEARNING_RATES["full"]

@@ -11,7 +11,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from lmtune.errors import Interrupted, LmtuneError
+from lmtune.errors import Interrupted, LmtuneError, OutputError
+from lmtune.paths import check_creatable, check_writable_file
 from lmtune.progress import quiet
 
 
@@ -38,13 +39,16 @@ def _search(args: argparse.Namespace) -> int:
 
     summary = search(load_config(args.config, list(args.overrides)), workers=args.workers)
     print(dump_summary(summary), end="")
-    print(f"trials: {summary.output_dir / 'trials.csv'}; best config: {summary.output_dir / 'best.yaml'}")
+    best = summary.output_dir / "best.yaml"
+    print(f"trials: {summary.output_dir / 'trials.csv'}" + (f"; best config: {best}" if best.is_file() else "; no trial completed yet"))
     return 0
 
 
 def _eval(args: argparse.Namespace) -> int:
     from lmtune.inference import Classifier, load
 
+    if args.output:
+        check_writable_file(args.output, "--output")
     model = load(args.model)
     if isinstance(model, Classifier):
         metrics = model.evaluate(args.data, args.batch_size)
@@ -54,6 +58,7 @@ def _eval(args: argparse.Namespace) -> int:
     if args.output:
         from lmtune.models.saving import write_json
 
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         write_json(Path(args.output), metrics)
     return 0
 
@@ -65,6 +70,10 @@ def _predict(args: argparse.Namespace) -> int:
         raise LmtuneError("predict needs either --text \"...\" (repeatable) or --input FILE --output FILE")
     if args.input and not args.output:
         raise LmtuneError("predict --input FILE also needs --output FILE (.jsonl, .json or .csv)")
+    if args.output:
+        _check_rows_file(Path(args.output))
+    if args.text:
+        _check_texts(args.text)
     clf = load(args.model)
     if not isinstance(clf, Classifier):
         raise LmtuneError(f"{args.model} holds a language model: use lmtune generate (or chat) to get replies from it")
@@ -83,21 +92,39 @@ def _write_predictions(path: Path, texts: list[str], preds: list[dict[str, Any]]
     _write_rows(path, [{"text": t, **p} for t, p in zip(texts, preds)])
 
 
+def _check_rows_file(path: Path) -> None:
+    """Before any model is loaded: the --output file has a known suffix and can be written."""
+    if path.suffix.lower() not in (".jsonl", ".json", ".csv"):
+        raise LmtuneError(f"--output {path}: use a .jsonl, .json or .csv file name")
+    check_writable_file(path, "--output")
+
+
+def _check_texts(texts: list[str]) -> None:
+    """--text values are checked as training and --input check a text column: no empty texts."""
+    empty = [i + 1 for i, t in enumerate(texts) if not t.strip()]
+    if empty:
+        raise LmtuneError(
+            f"--text number {', '.join(map(str, empty))} (of {len(texts)}) is empty or only spaces; "
+            f"lmtune does not classify empty texts (training and --input refuse them too)"
+        )
+
+
 def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
     """JSON lines, a JSON list or CSV by the file suffix, written atomically."""
-    suffix = path.suffix.lower()
-    if suffix not in (".jsonl", ".json", ".csv"):
-        raise LmtuneError(f"--output {path}: use a .jsonl, .json or .csv file name")
     from lmtune.models.saving import csv_text, write_json, write_jsonl, write_text
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".jsonl":
-        write_jsonl(path, rows)
-    elif suffix == ".json":
-        write_json(path, rows)
-    else:
-        flat = [{k: (json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else v) for k, v in r.items()} for r in rows]
-        write_text(path, csv_text(flat, list(flat[0]) if flat else ["text"]))
+    suffix = path.suffix.lower()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if suffix == ".jsonl":
+            write_jsonl(path, rows)
+        elif suffix == ".json":
+            write_json(path, rows)
+        else:
+            flat = [{k: (json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else v) for k, v in r.items()} for r in rows]
+            write_text(path, csv_text(flat, list(flat[0]) if flat else ["text"]))
+    except OSError as err:  # checked before the model was loaded; the disk can still fill up
+        raise OutputError(f"--output {path} could not be written ({err.strerror or err})") from None
 
 
 def _sampling(args: argparse.Namespace) -> Any:
@@ -115,6 +142,8 @@ def _generate(args: argparse.Namespace) -> int:
         raise LmtuneError("generate needs either --prompt \"...\" (repeatable) or --input FILE --output FILE")
     if args.input and not args.output:
         raise LmtuneError("generate --input FILE also needs --output FILE (.jsonl, .json or .csv)")
+    if args.output:
+        _check_rows_file(Path(args.output))
     sampling = _sampling(args)
     if args.input:
         shown, conversations = read_prompts(args.input, args.prompt_column)
@@ -166,6 +195,8 @@ def _chat(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from lmtune.inference import export_model
 
+    if args.output:
+        check_creatable(args.output, "--output")
     target = export_model(args.run_dir, args.output, merge=args.merge)
     print(f"model written to {target}")
     return 0
@@ -174,6 +205,7 @@ def _export(args: argparse.Namespace) -> int:
 def _merge(args: argparse.Namespace) -> int:
     from lmtune.inference import merge_adapter
 
+    check_creatable(args.output, "OUTPUT")
     target = merge_adapter(args.adapter, args.output)
     print(f"merged model written to {target}")
     return 0
@@ -189,6 +221,7 @@ def _report(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from lmtune.demo import run_demo
 
+    check_creatable(args.output_dir, "--output-dir")
     run_demo(args.output_dir, progress=not args.quiet)
     return 0
 

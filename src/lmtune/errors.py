@@ -19,6 +19,10 @@ class ModelError(LmtuneError):
     """A model that cannot be loaded or adapted as asked."""
 
 
+class OutputError(LmtuneError):
+    """An output folder or file that cannot be created or written."""
+
+
 class CheckpointError(LmtuneError):
     """A checkpoint that cannot be written, found or trusted."""
 
@@ -37,3 +41,9 @@ class Interrupted(LmtuneError):
     def __init__(self, message: str, signal_number: int):
         super().__init__(message)
         self.exit_code = 128 + signal_number  # the shell's convention: 130 for Ctrl-C, 143 for SIGTERM
+
+
+class SearchFailed(LmtuneError):
+    """Every trial of a search failed: there is no best config."""
+
+    exit_code = 1

@@ -12,8 +12,8 @@ from torch import nn
 
 from lmtune.config import DataConfig, ModelConfig
 from lmtune.data.batching import EncodedDataset, LengthGroupedBatchSampler, PadCollator, encode_texts
-from lmtune.data.classification import LabelSpace, check_known_labels, check_label_values, read_examples, read_texts
-from lmtune.errors import ModelError
+from lmtune.data.classification import LabelSpace, check_known_labels, read_examples, read_texts, with_label_type
+from lmtune.errors import DataError, ModelError
 from lmtune.eval.evaluate import predict_scores, score
 from lmtune.generator import Generator, load_generator
 from lmtune.models.first_token import trim_last_block
@@ -82,12 +82,12 @@ class Classifier:
 
     def evaluate(self, path: str, batch_size: int = 32) -> dict[str, Any]:
         """Score the model on a labelled data file with the training run's columns and labels."""
+        separator = self.meta.get("label_separator", ",")
         columns = DataConfig(
             train=path, text_column=self.meta["text_column"], text_pair_column=self.meta["text_pair_column"],
-            label_column=self.meta["label_column"],
+            label_column=self.meta["label_column"], label_separator=separator,
         )
-        examples = read_examples(path, columns, self.labels.label_type, None)
-        check_label_values(examples, self.labels.label_type)
+        examples = with_label_type(read_examples(path, columns, None), self.labels.label_type, separator)
         check_known_labels(examples, self.labels)
         targets = [self.labels.encode(v) for v in examples.labels]
         loader = self.loader(examples.texts, examples.pairs, targets, batch_size)
@@ -98,6 +98,10 @@ class Classifier:
         """One dict per text: label (or labels / score) and per-class probabilities."""
         if isinstance(texts, str):
             texts = [texts]
+        empty = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
+        if empty:
+            raise DataError(f"text {empty[0] + 1} of {len(texts)} is empty or not text ({texts[empty[0]]!r}); "
+                            f"lmtune does not classify empty texts (training refuses them too)")
         scores = self.scores(list(texts), pairs, batch_size)
         out = []
         for row in scores:

@@ -160,6 +160,81 @@ def test_integer_valued_floats_in_json_are_single_label(tmp_path):
     assert data.labels == LabelSpace("single", ["0", "1"])
 
 
+def test_multi_label_cells_in_csv_are_detected(tmp_path, caplog):
+    rows = [("a", "sports,politics"), ("b", "arts"), ("c", "politics"), ("d", "arts, sports")]
+    with caplog.at_level("INFO", logger="lmtune"):
+        data = load(train=write_csv(tmp_path / "train.csv", rows), validation=write_csv(tmp_path / "v.csv", [("v", "arts")]))
+    assert data.labels == LabelSpace("multi", ["arts", "politics", "sports"])
+    assert data.train.labels == [["sports", "politics"], ["arts"], ["politics"], ["arts", "sports"]]
+    assert data.validation.labels == [["arts"]]
+    said = caplog.text
+    assert "label type multi" in said and "'label'" in said and "','" in said and "line 2" in said
+    assert "data.label_type: single" in said
+
+
+def test_a_separator_in_a_label_is_one_class_when_asked(tmp_path):
+    rows = [("a", "New York, NY"), ("b", "Paris"), ("c", "Paris")]
+    data = load(train=write_csv(tmp_path / "train.csv", rows), validation=write_csv(tmp_path / "v.csv", rows[:1]), label_type="single")
+    assert data.labels == LabelSpace("single", ["New York, NY", "Paris"])
+
+
+def _float_labels(path, fmt):
+    records = [{"text": f"t{i}", "label": float(i % 3)} for i in range(9)]
+    if fmt == "csv":
+        return write_csv(path.with_suffix(".csv"), [(r["text"], f"{r['label']:.1f}") for r in records])
+    if fmt == "tsv":
+        path.with_suffix(".tsv").write_text("text\tlabel\n" + "".join(f"{r['text']}\t{r['label']:.1f}\n" for r in records))
+        return str(path.with_suffix(".tsv"))
+    if fmt == "json":
+        return write_json(path.with_suffix(".json"), records)
+    if fmt == "jsonl":
+        return write_jsonl(path.with_suffix(".jsonl"), records)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": [r["text"] for r in records], "label": [r["label"] for r in records]}), path.with_suffix(".parquet"))
+    return str(path.with_suffix(".parquet"))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "json", "jsonl", "parquet"])
+def test_whole_float_labels_are_classes_in_every_format(tmp_path, fmt, caplog):
+    files = {name: _float_labels(tmp_path / name, fmt) for name in ("train", "validation")}
+    with caplog.at_level("INFO", logger="lmtune"):
+        data = load(**files)
+    assert data.labels == LabelSpace("single", ["0", "1", "2"])
+    assert data.train.labels[:3] == [0, 1, 2]
+    assert "label type single: 3 distinct labels in column 'label' of " in caplog.text
+    assert "(whole numbers are class labels" in caplog.text
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_fractional_numbers_make_regression_in_every_format_and_say_why(tmp_path, fmt, caplog):
+    records = [{"text": f"t{i}", "label": i / 4} for i in range(8)]
+    train = write_csv(tmp_path / "t.csv", [(r["text"], str(r["label"])) for r in records]) if fmt == "csv" else write_jsonl(tmp_path / "t.jsonl", records)
+    with caplog.at_level("INFO", logger="lmtune"):
+        data = load(train=train, validation=train)
+    assert data.labels.label_type == "regression"
+    assert "label type regression" in caplog.text and "0.25" in caplog.text
+    assert ("line 3" if fmt == "csv" else "line 2") in caplog.text and train in caplog.text
+
+
+def test_a_number_and_its_text_are_one_label_and_the_log_says_so(tmp_path, caplog):
+    records = [{"text": "a", "label": 1}, {"text": "b", "label": "1"}, {"text": "c", "label": 0}, {"text": "d", "label": 0}]
+    with caplog.at_level("INFO", logger="lmtune"):
+        data = load(train=write_jsonl(tmp_path / "t.jsonl", records), validation=write_jsonl(tmp_path / "v.jsonl", records))
+    assert data.labels == LabelSpace("single", ["0", "1"])
+    assert data.train.labels == [1, 1, 0, 0]
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 2 and "1 (written '1' and 1)" in warned[0] and "t.jsonl" in warned[0]
+
+
+def test_labels_written_one_way_give_no_warning(tmp_path, caplog):
+    rows = [("a", "1"), ("b", "0"), ("c", "1")]
+    with caplog.at_level("INFO", logger="lmtune"):
+        load(train=write_csv(tmp_path / "t.csv", rows), validation=write_csv(tmp_path / "v.csv", rows))
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
 def test_text_pair_column(tmp_path):
     rows = [("p1", "h1", "yes"), ("p2", "h2", "no")]
     header = ("premise", "hypothesis", "label")

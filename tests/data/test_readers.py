@@ -258,9 +258,15 @@ def test_csv_malformed_quoting_names_line(tmp_path):
     assert "q.csv" in msg and "line 3" in msg and "malformed CSV" in msg
 
 
-def test_csv_unterminated_quote(tmp_path):
+def test_csv_unterminated_quote_names_the_line_it_opens_on(tmp_path):
     msg = data_error(write_text(tmp_path / "open.csv", 'text,label\na,1\n"never closed,2\nmore\n'))
-    assert "open.csv" in msg and "malformed CSV" in msg and "line 4" in msg
+    assert "open.csv: line 3: malformed CSV" in msg and "quoted field" in msg
+
+
+def test_csv_unterminated_quote_in_the_middle_of_a_long_file(tmp_path):
+    lines = ["text,label", *[f"row {i},pos" for i in range(2, 7)], '"opens here,neg', *[f"row {i},pos" for i in range(8, 26)]]
+    msg = data_error(write_text(tmp_path / "long.csv", "\n".join(lines) + "\n"))
+    assert "long.csv: line 7:" in msg and "check the quotes on line 7" in msg and "line 25" in msg
 
 
 @pytest.mark.parametrize("name", ["dup.csv", "dup.tsv"])

@@ -53,3 +53,13 @@ def test_freeze_reaches_80_percent_with_half_the_blocks(minilm, tmp_path):
     result = run_example("sst2-freeze", minilm, tmp_path)
     assert result.metrics["accuracy"] >= 0.80, result.metrics["accuracy"]
     assert result.metrics["trainable_parameters"] < 0.3 * result.metrics["total_parameters"]
+
+
+def test_lora_learns_with_only_the_method_and_epochs_set(minilm, tmp_path):
+    """The example's learning rate removed: the method's default learning rate makes the adapter learn."""
+    import yaml
+
+    example = yaml.safe_load((ROOT / "examples" / "sst2-lora.yaml").read_text())
+    assert "learning_rate" not in example["train"]  # the example relies on the default
+    result = run_example("sst2-lora", minilm, tmp_path, "output.merge_lora=false")
+    assert result.metrics["accuracy"] >= 0.78, result.metrics["accuracy"]

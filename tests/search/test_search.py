@@ -108,3 +108,56 @@ def test_search_config_errors(tiny_models, toy_data, tmp_path, capsys):
     assert "search.space is empty" in capsys.readouterr().err
     assert main(["search", str(config_file), "search.n_trials=null"]) == 2
     assert "search.n_trials or search.timeout" in capsys.readouterr().err
+
+
+def test_space_entries_that_can_never_work_are_refused_before_any_trial(tiny_models, toy_data, tmp_path, capsys):
+    out = tmp_path / "out"
+    cases = [
+        ({"train": {"type": "categorical", "choices": [1, 2]}}, ["'train' is not a config key one can search"]),
+        ({"method.name": {"type": "categorical", "choices": ["full", "bogus"]}}, ["search.space.method.name", "'bogus'", "'lora'"]),
+        ({"train.learning_rate": {"type": "float", "low": -1.0, "high": 1e-3}}, ["search.space.train.learning_rate", "range end -1.0"]),
+        ({"train.epochs": {"type": "int", "low": 1.5, "high": 3}}, ["search.space.train.epochs", "whole ends"]),
+    ]
+    for space, expected in cases:
+        config_file = tmp_path / "s.yaml"
+        config_file.write_text(yaml.safe_dump(search_config(tiny_models, toy_data, out, space=space)))
+        assert main(["search", str(config_file), "--quiet"]) == 2, space
+        err = capsys.readouterr().err
+        assert err.startswith("lmtune: error: ") and "Traceback" not in err
+        for part in expected:
+            assert part in err, (part, err)
+        assert not (out / "trials").exists()
+
+
+def test_a_search_whose_every_trial_fails_exits_non_zero_and_says_why_once(tiny_models, toy_data, tmp_path, capsys):
+    out = tmp_path / "search"
+    cfg = search_config(tiny_models, toy_data, out, n_trials=3, sampler="random", space={
+        "method.name": {"type": "categorical", "choices": ["freeze"]},
+        "method.trainable_layers": {"type": "int", "low": 7, "high": 9},  # the model has 4 blocks
+    })
+    config_file = tmp_path / "s.yaml"
+    config_file.write_text(yaml.safe_dump(cfg))
+    assert main(["search", str(config_file), "--quiet"]) == 1
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and "best.yaml" not in captured.out
+    assert "all 3 trials of this search failed" in captured.err and "only 4 blocks" in captured.err
+    assert captured.err.count("has only 4 blocks") <= 3  # once per reason, not a traceback per trial
+    assert [r["state"] for r in trials(out)] == ["fail"] * 3 and not (out / "best.yaml").exists()
+
+
+def test_the_search_asks_the_task_for_its_metric(tiny_models, tmp_path):
+    """auto label type with fractional labels is regression, which reports mse, not accuracy."""
+    import random
+
+    rng = random.Random(0)
+    files = {}
+    for split, n in (("train", 120), ("validation", 30)):
+        path = tmp_path / f"{split}.csv"
+        rows = ["text,label"] + [f"{'good ' * k}movie,{k / 4}" for k in (rng.randint(0, 6) for _ in range(n))]
+        path.write_text("\n".join(rows) + "\n")
+        files[split] = path
+    cfg = make_config(tiny_models["bert"], files, tmp_path / "search", train={"epochs": 1, "save_every_n_steps": 1000, "keep_last_checkpoints": 1})
+    cfg["search"] = {"n_trials": 2, "space": {"train.learning_rate": LR}}
+    summary = lmtune.search(cfg)
+    assert summary.metric == "mse" and summary.direction == "minimize"
+    assert summary.counts == {"complete": 2} and (tmp_path / "search" / "best.yaml").is_file()

@@ -431,3 +431,79 @@ def test_an_unexpected_error_mid_step_leaves_a_checkpoint_to_resume(reference, t
     monkeypatch.setattr(classification_task, "build_loss", build)
     lmtune.train({**cfg, "resume": "auto"}, progress=False)
     assert_same_run(reference[(1, 0)], tmp_path / "run")
+
+
+# --- one command line for a job that may be killed at any moment -------------------------------
+
+
+def test_killed_before_its_first_checkpoint_the_same_command_line_completes_the_run(reference, tiny_models, toy_data, tmp_path):
+    """SIGKILL from start to the first checkpoint, at least ten times; `--resume` then always finishes the run."""
+    import random
+
+    out = tmp_path / "run"
+    cfg_path = write_yaml(config(tiny_models, toy_data, out), tmp_path / "cfg.yaml")
+    first = out / "checkpoints" / "step-1"
+    started = time.monotonic()
+    proc = start_cli(cfg_path, "--resume")
+    wait_for(first, proc)
+    window = time.monotonic() - started  # from launch to the first complete checkpoint
+    proc.kill()
+    proc.communicate()
+    shutil.rmtree(out)
+    # Kill at random moments, and at the moments files appear: the run folder, the first log record, the
+    # staging folder of the first checkpoint.
+    triggers = [None, out / "config.yaml", out / "metrics.jsonl", out / "checkpoints" / ".staging-step-1"]
+    rng = random.Random(0)
+    kills = 0
+    for attempt in range(16):
+        proc = start_cli(cfg_path, "--resume")
+        trigger, deadline = triggers[attempt % 4], time.monotonic() + rng.uniform(0.0, window)
+        while proc.poll() is None and not first.exists():
+            if (trigger is None and time.monotonic() >= deadline) or (trigger is not None and trigger.exists()):
+                break
+            time.sleep(0.001)
+        proc.kill()
+        _, stderr = proc.communicate()
+        assert proc.returncode == -signal.SIGKILL, stderr
+        assert not out.exists() or (out / "config.yaml").is_file()  # absent, or a run folder
+        if ckpt.latest_valid(out / "checkpoints") is not None:  # too late: the first checkpoint was complete
+            shutil.rmtree(out)
+            continue
+        kills += 1
+        if kills == 12:
+            break
+    assert kills >= 10
+    had_folder = out.exists()
+    done = subprocess.run([sys.executable, "-m", "lmtune.cli", "train", str(cfg_path), "--quiet", "--resume"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    if had_folder:
+        assert "starting it over" in done.stderr and "starting it over" in (out / "train.log").read_text()
+    assert not list((out / "checkpoints").glob(".staging-*")) and not list(tmp_path.glob(".run.trash-*"))
+    assert_same_run(reference[(1, 0)], out)
+
+
+def test_resume_auto_on_a_run_of_another_config_without_a_checkpoint_is_refused(tiny_models, toy_data, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text(yaml.safe_dump({**config(tiny_models, toy_data, out), "train": {"epochs": 1}}))
+    (out / "checkpoints" / ".staging-step-1").mkdir(parents=True)
+    with pytest.raises(ConfigError) as err:
+        lmtune.train({**config(tiny_models, toy_data, out), "resume": "auto"}, progress=False)
+    message = str(err.value)
+    assert "another config" in message and "train.epochs: 1 -> 2" in message and "output.overwrite=true" in message
+    assert "resume it with --resume" not in message
+    assert (out / "checkpoints" / ".staging-step-1").is_dir()  # nothing was touched
+
+
+@pytest.mark.parametrize("keep", [0, 100])
+def test_resume_on_a_finished_run_says_so_and_changes_nothing(tiny_models, toy_data, tmp_path, keep, caplog):
+    out = tmp_path / "run"
+    cfg = config(tiny_models, toy_data, out, keep_last_checkpoints=keep, save_every_n_steps=1000)
+    first = lmtune.train(cfg, progress=False)
+    written = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    with caplog.at_level("INFO", logger="lmtune"):
+        again = lmtune.train({**cfg, "resume": "auto"}, progress=False)
+    assert "finished run" in caplog.text and "nothing to resume" in caplog.text
+    assert again.metrics == first.metrics and again.best_step == first.best_step
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == written

@@ -26,6 +26,7 @@ class Examples:
     pairs: list[str] | None
     labels: list[Any]  # a label value, a list of label values, or a float
     places: list[str]
+    raw: list[Any]  # each label as the file wrote it, for messages
 
 
 @dataclass
@@ -70,23 +71,33 @@ def _texts(table: Table, column: str, role: str) -> list[str]:
     return values
 
 
-def _normalize_label(value: Any, label_type: str, separator: str) -> Any:
-    """Parse CSV cells into ints, floats or label lists, as the label type asks."""
-    if label_type == "multi":
-        return [p.strip() for p in value.split(separator) if p.strip()] if isinstance(value, str) else value
+def parse_label(value: Any) -> Any:
+    """One rule for every format: a text cell that reads as a number is that number.
+
+    So the CSV cell `1`, the JSON number 1 and the JSON string "1" are the same label; whole
+    numbers written as floats (1.0) are class labels like 1. Lists are kept (multi-label).
+    """
     if isinstance(value, str):
         s = value.strip()
         if re.fullmatch(r"[+-]?\d+", s):
-            return float(s) if label_type == "regression" else int(s)
+            return int(s)
         try:
-            return float(s) if math.isfinite(float(s)) else s
+            number = float(s)
         except ValueError:
             return s
-    if label_type == "regression" and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if label_type != "regression" and isinstance(value, float) and value.is_integer():
+        return number if math.isfinite(number) else s
+    return value
+
+
+def _class_value(value: Any) -> Any:
+    """A label of a class: whole floats become ints, so 1.0 and 1 name one class."""
+    if isinstance(value, float) and value.is_integer():
         return int(value)
     return value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def read_texts(path: str, text_column: str, pair_column: str | None) -> tuple[list[str], list[str] | None]:
@@ -99,7 +110,8 @@ def read_texts(path: str, text_column: str, pair_column: str | None) -> tuple[li
     return texts, pairs
 
 
-def read_examples(path: str, cfg: DataConfig, label_type: str, limit: int | None) -> Examples:
+def read_examples(path: str, cfg: DataConfig, limit: int | None) -> Examples:
+    """Texts and parsed label values of one file; `with_label_type` then fits the labels to a label type."""
     table = read_table(path)
     if limit is not None:
         table = table.head(limit)
@@ -108,7 +120,7 @@ def read_examples(path: str, cfg: DataConfig, label_type: str, limit: int | None
     texts = _texts(table, cfg.text_column, "data.text_column")
     pairs = _texts(table, cfg.text_pair_column, "data.text_pair_column") if cfg.text_pair_column else None
     raw = table.column(cfg.label_column, "data.label_column")
-    labels = [_normalize_label(v, label_type, cfg.label_separator) for v in raw]
+    labels = [parse_label(v) for v in raw]
     missing = [i for i, v in enumerate(labels) if v is None or v == ""]  # [] is a valid multi-label row
     if missing:
         where = ", ".join(table.where(i) for i in missing[:5])
@@ -124,30 +136,75 @@ def read_examples(path: str, cfg: DataConfig, label_type: str, limit: int | None
         if not ok:
             raise DataError(f"{table.source}: {table.where(i)}: label {v!r} in column {cfg.label_column!r} is not a usable label")
     places = [table.where(i) for i in range(len(table.rows))]
-    return Examples(table.source, texts, pairs, labels, places)
+    return Examples(table.source, texts, pairs, labels, places, raw)
 
 
-def infer_label_type(examples: Examples, requested: str) -> LabelType:
-    if requested != "auto":
-        return requested  # type: ignore[return-value]
-    if any(isinstance(v, list) for v in examples.labels):
-        return "multi"
-    if all(isinstance(v, (int, float)) for v in examples.labels) and any(isinstance(v, float) for v in examples.labels):
-        return "regression"
-    return "single"
+def infer_label_type(examples: Examples, cfg: DataConfig) -> tuple[LabelType, str]:
+    """The label type `data.label_type` asks for, or (auto) the one the training labels show, and why.
+
+    auto, the same for every file format: a list, or a text holding `data.label_separator`, makes
+    the data multi-label; else numbers that are not all whole make it regression; else each
+    distinct value is a class (whole numbers, 1.0 as much as 1, are class labels).
+    """
+    column, sep = f"{cfg.label_column!r} of {examples.source}", cfg.label_separator
+    if cfg.label_type != "auto":
+        return cfg.label_type, "set by data.label_type"  # type: ignore[return-value]
+    values = examples.labels
+    multi = [i for i, v in enumerate(values) if isinstance(v, list) or (isinstance(v, str) and sep in v)]
+    if multi:
+        first = multi[0]
+        return "multi", (
+            f"{len(multi)} of {len(values)} labels in column {column} are lists or hold the separator {sep!r} "
+            f"(first at {examples.places[first]}: {examples.raw[first]!r}); set data.label_type: single if {sep!r} "
+            f"is part of a label's name, or data.label_separator for another separator"
+        )
+    fractional = [i for i, v in enumerate(values) if isinstance(v, float) and not v.is_integer()]
+    if fractional and all(_is_number(v) for v in values):
+        first = fractional[0]
+        return "regression", (
+            f"the labels in column {column} are numbers, not all whole (first at {examples.places[first]}: "
+            f"{examples.raw[first]!r}); set data.label_type: single to treat each value as a class"
+        )
+    classes = {str(_class_value(v)) for v in values}
+    numbers = " (whole numbers are class labels; set data.label_type: regression to predict them as numbers)"
+    return "single", (
+        f"{len(classes)} distinct labels in column {column}" + (numbers if all(_is_number(v) for v in values) else "")
+    )
 
 
-def check_label_values(examples: Examples, label_type: LabelType) -> None:
-    for value, place in zip(examples.labels, examples.places):
-        if label_type == "multi" and not isinstance(value, list):
-            raise DataError(f"{examples.source}: {place}: multi-label data needs a list of labels, got {value!r}")
-        if label_type == "regression" and not isinstance(value, (int, float)):
-            raise DataError(f"{examples.source}: {place}: regression needs a number as label, got {value!r}")
-        if label_type == "single" and isinstance(value, (list, float)):
+def with_label_type(examples: Examples, label_type: LabelType, separator: str) -> Examples:
+    """The examples with their labels fitted to `label_type`, or a DataError naming the first misfit.
+
+    Values written differently that become one label (1 and "1", 01 and 1, 1.0 and 1) are
+    accepted, and the log says which.
+    """
+    labels: list[Any] = []
+    spellings: dict[str, set[str]] = {}  # label name -> how the file wrote it
+
+    def seen(written: Any, label: Any) -> Any:
+        spellings.setdefault(str(label), set()).add(repr(written.strip() if isinstance(written, str) else written))
+        return label
+
+    for value, raw, place in zip(examples.labels, examples.raw, examples.places):
+        if label_type == "multi":
+            parts = raw.split(separator) if isinstance(raw, str) else raw if isinstance(raw, list) else [raw]
+            labels.append([seen(p, _class_value(parse_label(p))) for p in parts if not (isinstance(p, str) and not p.strip())])
+        elif label_type == "regression":
+            if not _is_number(value):
+                raise DataError(f"{examples.source}: {place}: regression needs a number as label, got {value!r}")
+            labels.append(float(value))
+        elif isinstance(value, list) or (isinstance(value, float) and not value.is_integer()):
             raise DataError(
                 f"{examples.source}: {place}: label {value!r} does not fit single-label classification "
                 f"(set data.label_type to multi or regression if that is meant)"
             )
+        else:
+            labels.append(seen(raw, _class_value(value)))
+    merged = {name: sorted(s) for name, s in spellings.items() if len(s) > 1}
+    if merged:
+        shown = "; ".join(f"{name} (written {' and '.join(s)})" for name, s in sorted(merged.items())[:5])
+        log.warning("%s: %d label(s) written in more than one way, each read as one label: %s", examples.source, len(merged), shown)
+    return Examples(examples.source, examples.texts, examples.pairs, labels, examples.places, examples.raw)
 
 
 def build_label_space(train: Examples, label_type: LabelType) -> LabelSpace:
@@ -205,6 +262,7 @@ def split_examples(examples: Examples, fraction: float, seed: int, stratify: boo
             [examples.pairs[i] for i in idx] if examples.pairs is not None else None,
             [examples.labels[i] for i in idx],
             [examples.places[i] for i in idx],
+            [examples.raw[i] for i in idx],
         )
 
     return take(sorted(idx_train)), take(sorted(idx_val))
@@ -220,21 +278,19 @@ class ClassificationData:
 
 def load_classification_data(cfg: DataConfig, seed: int) -> ClassificationData:
     """Read and validate every split before anything is trained or written."""
-    label_type = cfg.label_type
-    train = read_examples(cfg.train, cfg, label_type, cfg.max_train_examples)
-    resolved = infer_label_type(train, label_type)
-    check_label_values(train, resolved)
-    space = build_label_space(train, resolved)
+    train = read_examples(cfg.train, cfg, cfg.max_train_examples)
+    label_type, why = infer_label_type(train, cfg)
+    log.info("label type %s: %s", label_type, why)
+    train = with_label_type(train, label_type, cfg.label_separator)
+    space = build_label_space(train, label_type)
     if cfg.validation:
-        validation = read_examples(cfg.validation, cfg, resolved, cfg.max_eval_examples)
+        validation = with_label_type(read_examples(cfg.validation, cfg, cfg.max_eval_examples), label_type, cfg.label_separator)
     else:
-        train, validation = split_examples(train, cfg.validation_split, seed, stratify=resolved == "single")
+        train, validation = split_examples(train, cfg.validation_split, seed, stratify=label_type == "single")
         log.info("no data.validation given: held out %d of the training rows (seed %d)", len(validation.texts), seed)
-    check_label_values(validation, resolved)
     check_known_labels(validation, space)
     test = None
     if cfg.test:
-        test = read_examples(cfg.test, cfg, resolved, cfg.max_eval_examples)
-        check_label_values(test, resolved)
+        test = with_label_type(read_examples(cfg.test, cfg, cfg.max_eval_examples), label_type, cfg.label_separator)
         check_known_labels(test, space)
     return ClassificationData(train, validation, test, space)

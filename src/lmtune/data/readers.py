@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lmtune.errors import DataError
+from lmtune.hub import hub_unreachable, offline_mode_set
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".txt": "tsv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 MAX_FIELD_CHARS = 10_000_000
@@ -118,6 +119,11 @@ def _read_delimited(p: Path, text: str, fmt: str, has_header: bool = True) -> Ta
             places.append(start)
             start = reader.line_num + 1
     except csv.Error as err:
+        if reader.line_num > start:  # the broken record runs over several lines: a quote opened and never closed
+            raise DataError(
+                f"{p}: line {start}: malformed {fmt.upper()}: a quoted field that starts on this line is not closed "
+                f"where it should be (reading reached line {reader.line_num}: {err}); check the quotes on line {start}"
+            ) from None
         raise DataError(f"{p}: line {reader.line_num}: malformed {fmt.upper()} ({err})") from None
     return Table(str(p), header, rows, places)
 
@@ -230,6 +236,12 @@ def _read_hub_dataset(spec: str) -> Table:
     import datasets
 
     name, _, split = spec.partition(":")
+    why = hub_unreachable()
+    if why is not None and not offline_mode_set():  # offline mode reads datasets' own cache, quickly
+        raise DataError(
+            f"{spec}: no such local file, and it cannot be loaded as a hub dataset: the Hugging Face hub cannot be "
+            f"reached ({why}). Give a local data file, or set HF_HUB_OFFLINE=1 to use a copy in datasets' cache"
+        )
     try:
         ds = datasets.load_dataset(name, split=split or "train")
     except Exception as err:  # offline, unknown name, unknown split: all end here

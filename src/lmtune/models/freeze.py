@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
 from torch import nn
 
-from lmtune.config import MethodConfig
+from lmtune.config import FREEZE_DEFAULT_BLOCKS, MethodConfig
 from lmtune.errors import ConfigError
 from lmtune.models.parts import Parts, find_parts
+
+log = logging.getLogger("lmtune")
 
 
 def parse_layer_spec(spec: str, num_blocks: int) -> list[int]:
@@ -48,10 +51,12 @@ def apply_freeze(model: nn.Module, cfg: MethodConfig, new_head: list[str] | None
     """
     parts: Parts = find_parts(model)
     if cfg.trainable_layers is None and not cfg.layers and not cfg.modules and not cfg.train_embeddings:
-        raise ConfigError(
-            "method.name=freeze needs a choice of what trains: method.trainable_layers (last N blocks), "
-            "method.layers ('0-1,10-11'), method.modules (name patterns) or method.train_embeddings"
+        last = min(FREEZE_DEFAULT_BLOCKS, parts.num_blocks)
+        log.info(
+            "method freeze with nothing chosen: training the last %d of %d blocks%s (choose with method.trainable_layers, "
+            "method.layers, method.modules or method.train_embeddings)", last, parts.num_blocks, " and the new head" if new_head else "",
         )
+        cfg = cfg.model_copy(update={"trainable_layers": last})
     prefixes = [f"{parts.blocks_path}.{i}." for i in chosen_blocks(cfg, parts.num_blocks)]
     prefixes += [h + "." for h in new_head or []]
     if cfg.train_embeddings:

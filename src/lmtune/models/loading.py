@@ -13,6 +13,7 @@ from torch import nn
 
 from lmtune.config import ModelConfig
 from lmtune.errors import ModelError
+from lmtune.hub import hub_unreachable, looks_like_local_path
 
 log = logging.getLogger("lmtune")
 
@@ -23,6 +24,7 @@ class ModelSource:
 
     path: str
     gguf_file: str | None = None
+    cache_only: bool = False  # a hub id while the hub is out of reach: load the cached copy
 
     @classmethod
     def from_config(cls, cfg: ModelConfig) -> ModelSource:
@@ -34,7 +36,8 @@ class ModelSource:
             file = Path(path) / gguf
             if not file.is_file():
                 raise ModelError(f"GGUF file {file} does not exist")
-        return cls(path, gguf)
+        cache_only = False if Path(path).exists() else _hub_model(path, cfg.revision)
+        return cls(path, gguf, cache_only)
 
     def kwargs(self, cfg: ModelConfig) -> dict[str, Any]:
         kw: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code}
@@ -42,7 +45,34 @@ class ModelSource:
             kw["revision"] = cfg.revision
         if self.gguf_file:
             kw["gguf_file"] = self.gguf_file
+        if self.cache_only:
+            kw["local_files_only"] = True
         return kw
+
+
+def _hub_model(name: str, revision: str | None) -> bool:
+    """Check a name that is no local path as a hub id; True: the hub is out of reach, load from the cache."""
+    from huggingface_hub import constants, try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    if looks_like_local_path(name):
+        raise ModelError(f"model {name}: no such folder or file ({Path(name).expanduser().resolve()} does not exist)")
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        raise ModelError(f"model {name!r}: no such local folder or file, and not a hub id either ('name' or 'owner/name')") from None
+    why = hub_unreachable()
+    if why is None:
+        return False
+    if isinstance(try_to_load_from_cache(name, "config.json", revision=revision), str):
+        log.info("the Hugging Face hub cannot be reached (%s): loading %s from the local cache", why, name)
+        return True
+    raise ModelError(
+        f"model {name!r} is not a local folder, and it cannot be fetched from the Hugging Face hub: the hub "
+        f"cannot be reached ({why}) and the model is not in the local cache ({constants.HF_HUB_CACHE}). "
+        f"Give the path of a local model folder, or run where {constants.ENDPOINT} can be reached."
+    )
 
 
 def _explain(err: Exception, source: ModelSource, what: str) -> ModelError:

@@ -73,7 +73,7 @@ def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
 
 def csv_text(rows: list[dict[str, Any]], fields: list[str]) -> str:
     buffer = io.StringIO(newline="")
-    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")  # the csv module's default is \r\n
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()

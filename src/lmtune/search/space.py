@@ -4,20 +4,40 @@ from __future__ import annotations
 
 from typing import Any
 
-from lmtune.config import Config, ParamSpec, _section_of
+from lmtune.config import Config, ParamSpec, _section_of, build_config, merge_dicts, nest_keys
 from lmtune.errors import ConfigError
 
 
 def check_space(base: Config) -> None:
-    """Every searched key must be a key of the config, and every `when` key searched or set."""
+    """Before the first trial: every searched key is a config value (not a section), every value it can
+    take (each choice, both range ends) is one the schema accepts, and every `when` key is searched or set."""
+    plain = base.model_dump(mode="json")
     for key, spec in base.search.space.items():
         *sections, name = key.split(".")
         section = _section_of(tuple(sections))
-        if section is None or name not in section.model_fields or key.startswith("search."):
+        if section is None or name not in section.model_fields or key.startswith("search.") or _section_of((*sections, name)):
             raise ConfigError(f"search.space: {key!r} is not a config key one can search (e.g. train.learning_rate, method.name)")
+        if spec.type == "categorical":
+            values = list(spec.choices or [])
+        else:
+            values = [spec.low, spec.high]
+            if spec.type == "int" and not all(float(v).is_integer() for v in values):
+                raise ConfigError(f"search.space.{key}: an int range needs whole ends (got low={spec.low}, high={spec.high})")
+        for value in values:
+            _check_value(plain, key, int(value) if spec.type == "int" else value, spec.type)
         for cond in spec.when:
-            if cond not in base.search.space and _lookup(base.model_dump(mode="json"), cond) is _MISSING:
+            if cond not in base.search.space and _lookup(plain, cond) is _MISSING:
                 raise ConfigError(f"search.space.{key}.when: {cond!r} is neither a searched key nor a config key")
+
+
+def _check_value(plain: dict[str, Any], key: str, value: Any, kind: str) -> None:
+    """The base config with `key` set to `value` must validate; else name the key, the value and why."""
+    try:
+        build_config(merge_dicts(plain, nest_keys({key: value})), "search.space")
+    except ConfigError as err:
+        what = "choice" if kind == "categorical" else "range end"
+        reason = " ".join(str(err).splitlines()[1:]).strip() or str(err)
+        raise ConfigError(f"search.space.{key}: the {what} {value!r} is not a valid value of {key}: {reason}") from None
 
 
 def sample(trial: Any, base: Config) -> dict[str, Any]:

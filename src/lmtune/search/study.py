@@ -11,6 +11,7 @@ SQLAlchemy URL Optuna accepts lets several processes or machines share one study
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,10 +20,12 @@ from typing import Any
 import yaml
 
 from lmtune.config import LOWER_IS_BETTER, Config, build_config, load_config, merge_dicts, nest_keys
-from lmtune.errors import ConfigError, LmtuneError
+from lmtune.errors import ConfigError, LmtuneError, SearchFailed, TrainingError
 from lmtune.models.saving import csv_text, write_text
+from lmtune.paths import check_creatable
 from lmtune.progress import bar
 from lmtune.search.space import check_space, grid, sample
+from lmtune.tasks import build_task
 
 log = logging.getLogger("lmtune")
 
@@ -50,8 +53,9 @@ def search(config: Config | dict | str | Path, *, workers: int = 1) -> SearchSum
     if workers < 1:
         raise ConfigError(f"--workers must be 1 or more (got {workers})")
     out = Path(base.output.dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_creatable(out, "output.dir")
     metric, direction = resolve_objective(base)
+    out.mkdir(parents=True, exist_ok=True)
     storage = base.search.storage or f"sqlite:///{(out / 'study.db').resolve()}"
     _route_optuna_logs()
     study = optuna.create_study(
@@ -65,11 +69,11 @@ def search(config: Config | dict | str | Path, *, workers: int = 1) -> SearchSum
     before = len(study.trials)
     trials_bar = bar(total=base.search.n_trials, desc="search", unit="trials", leave=True)
     if workers == 1:
-        _optimize(base, storage, before, lambda s, t: _advance(trials_bar, s, before))
+        _optimize(base, storage, before, metric, lambda s, t: _advance(trials_bar, s, before))
     else:
         # Processes, not threads: each trial seeds the global RNGs and owns the process's logging.
         ctx = multiprocessing.get_context("spawn")
-        procs = [ctx.Process(target=_optimize, args=(base.model_dump(mode="json"), storage, before)) for _ in range(workers)]
+        procs = [ctx.Process(target=_optimize, args=(base.model_dump(mode="json"), storage, before, metric)) for _ in range(workers)]
         for p in procs:
             p.start()
         while any(p.is_alive() for p in procs):  # the workers write to the study; the bar reads it
@@ -81,7 +85,23 @@ def search(config: Config | dict | str | Path, *, workers: int = 1) -> SearchSum
             raise LmtuneError(f"{len(bad)} of {workers} search workers exited with an error (exit codes {bad}); see the log above")
     trials_bar.close()
     study = optuna.load_study(study_name=base.search.study_name, storage=storage)
-    return write_outputs(study, base, metric)
+    summary = write_outputs(study, base, metric)
+    _fail_if_nothing_completed(study, before)
+    return summary
+
+
+def _fail_if_nothing_completed(study: Any, before: int) -> None:
+    """Every trial of this invocation failed: say why once, and end with an error."""
+    import optuna
+
+    trials = study.get_trials(deepcopy=False)[before:]
+    if not trials or any(t.state != optuna.trial.TrialState.FAIL for t in trials):
+        return
+    reasons = sorted({t.user_attrs.get("error", "see the log above") for t in trials})
+    raise SearchFailed(
+        f"all {len(trials)} trials of this search failed, so there is no best config (best.yaml was not written): "
+        + "; ".join(reasons[:3]) + ("; ..." if len(reasons) > 3 else "")
+    )
 
 
 def _advance(trials_bar: Any, study: Any, before: int) -> None:
@@ -96,28 +116,38 @@ def _advance(trials_bar: Any, study: Any, before: int) -> None:
 
 
 def _route_optuna_logs() -> None:
-    """Optuna's warnings (a failed trial and why) go through logging like lmtune's own messages."""
+    """Optuna's warnings go through logging like lmtune's own; a failed trial is told by run_trial, in one line."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     optuna.logging.disable_default_handler()
     optuna.logging.enable_propagation()
+    optuna_log = logging.getLogger("optuna.study._optimize")  # where Optuna reports failed trials
+    if not any(isinstance(f, _NoTrialTracebacks) for f in optuna_log.filters):
+        optuna_log.addFilter(_NoTrialTracebacks())
+
+
+class _NoTrialTracebacks(logging.Filter):
+    """Drop Optuna's "Trial N failed with ..." records (and their tracebacks): run_trial has said why in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Trial ") and " failed with " in message)
 
 
 def resolve_objective(base: Config) -> tuple[str, str]:
+    """The metric to optimize and its direction; `auto` asks the task, which reads the data to know its labels."""
     metric = base.search.metric
-    if metric == "auto":
-        metric = base.eval.metric if base.eval.metric != "auto" else _default_metric(base)
     direction = base.search.direction
+    if metric == "auto":
+        task = build_task(base)
+        task.load_data()  # also checks the data once, before any trial
+        metric = task.metric
+        if direction == "auto":
+            direction = "maximize" if task.greater_is_better else "minimize"
     if direction == "auto":
         direction = "minimize" if metric in LOWER_IS_BETTER else "maximize"
     return metric, direction
-
-
-def _default_metric(base: Config) -> str:
-    if base.task == "classification":
-        return "accuracy" if base.data.label_type in ("auto", "single") else {"multi": "f1_micro", "regression": "mse"}[base.data.label_type]
-    return "loss"
 
 
 def _sampler(base: Config) -> Any:
@@ -143,7 +173,7 @@ def _pruner(base: Config) -> Any:
     return optuna.pruners.NopPruner()
 
 
-def _optimize(base: Config | dict[str, Any], storage: str, before: int, on_trial: Any = None) -> None:
+def _optimize(base: Config | dict[str, Any], storage: str, before: int, metric: str, on_trial: Any = None) -> None:
     """Run trials until this invocation's n_trials (counted over all workers) or timeout is reached."""
     import optuna
     from optuna.study import MaxTrialsCallback
@@ -151,17 +181,17 @@ def _optimize(base: Config | dict[str, Any], storage: str, before: int, on_trial
     base = build_config(base)
     _route_optuna_logs()
     study = optuna.load_study(study_name=base.search.study_name, storage=storage, sampler=_sampler(base), pruner=_pruner(base))
-    metric, _ = resolve_objective(base)
     callbacks = [lambda s, t: write_outputs(s, base, metric)] + ([on_trial] if on_trial is not None else [])
     if base.search.n_trials is not None:
         callbacks.insert(0, MaxTrialsCallback(before + base.search.n_trials, states=None))
+    failures: dict[str, int] = {}  # reason -> first trial that failed for it
     study.optimize(
-        lambda trial: run_trial(trial, base, metric), n_trials=base.search.n_trials, timeout=base.search.timeout,
+        lambda trial: run_trial(trial, base, metric, failures), n_trials=base.search.n_trials, timeout=base.search.timeout,
         catch=(LmtuneError, RuntimeError, ValueError), callbacks=callbacks,
     )
 
 
-def run_trial(trial: Any, base: Config, metric: str) -> float:
+def run_trial(trial: Any, base: Config, metric: str, failures: dict[str, int] | None = None) -> float:
     import optuna
 
     from lmtune.train.loop import train
@@ -179,11 +209,24 @@ def run_trial(trial: Any, base: Config, metric: str) -> float:
             if trial.should_prune():
                 raise optuna.TrialPruned(f"{metric}={value:.4g} at step {step}")
 
-    result = train(cfg, progress=False, on_evaluate=report)
-    value = result.metrics.get(metric)
-    if not isinstance(value, (int, float)):
-        raise ConfigError(f"search.metric={metric!r} is not in the run's metrics.json; it has: "
-                          f"{', '.join(k for k, v in result.metrics.items() if isinstance(v, (int, float)))}")
+    try:
+        result = train(cfg, progress=False, on_evaluate=report)
+        value = result.metrics.get(metric)
+        if not isinstance(value, (int, float)):
+            raise ConfigError(f"search.metric={metric!r} is not in the run's metrics.json; it has: "
+                              f"{', '.join(k for k, v in result.metrics.items() if isinstance(v, (int, float)))}")
+        if not math.isfinite(value):
+            raise TrainingError(f"{metric}={value} in the run's metrics.json is not a number to compare")
+    except (LmtuneError, RuntimeError, ValueError) as err:  # the trial fails; the search goes on
+        reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+        trial.set_user_attr("error", reason)
+        failures = {} if failures is None else failures
+        if reason in failures:
+            log.warning("trial %d failed for the same reason as trial %d", trial.number, failures[reason])
+        else:
+            failures[reason] = trial.number
+            log.warning("trial %d failed: %s", trial.number, reason)
+        raise
     log.info("trial %d: %s=%.4g", trial.number, metric, value)
     return float(value)
 

@@ -147,6 +147,7 @@ class ClassificationTask:
             "text_column": d.text_column,
             "text_pair_column": d.text_pair_column,
             "label_column": d.label_column,
+            "label_separator": d.label_separator,
             "max_length": max_length,
             "threshold": self.cfg.eval.threshold,
             "method": self.cfg.method.name,

@@ -27,13 +27,14 @@ from lmtune.errors import ConfigError, Interrupted, TrainingError
 from lmtune.models.freeze import apply_freeze, apply_full
 from lmtune.models.loading import count_parameters, effective_max_length, load_tokenizer
 from lmtune.models.lora import apply_lora
-from lmtune.models.saving import csv_text, save_model, write_json, write_jsonl, write_text
+from lmtune.models.saving import csv_text, save_model, write_atomically, write_json, write_jsonl, write_text
+from lmtune.paths import check_creatable
 from lmtune.progress import bar, quiet
 from lmtune.report import write_report
 from lmtune.tasks import Task, build_task
 from lmtune.train.checkpoint import checkpoints_dir, clean_leftovers, rotate
-from lmtune.train.optim import build_optimizer, build_scheduler, parameter_groups
-from lmtune.train.resume import check_compatible, find_checkpoint, fingerprint, saved_config
+from lmtune.train.optim import build_optimizer, build_scheduler, parameter_groups, warmup_steps
+from lmtune.train.resume import changed_keys, check_compatible, find_checkpoint, fingerprint, saved_config
 from lmtune.train.signals import StopRequest
 from lmtune.train.state import BestKeeper, restore_checkpoint, restore_trainable, write_checkpoint
 from lmtune.train.step import Progress, Stepper, boundary
@@ -55,31 +56,68 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)  # every log and evaluation record
 
 
-def check_output_dir(cfg: Config, resuming: bool = False) -> bool:
-    """Refuse a folder we must not write into; True if it holds an old run to replace."""
+def plan_output_dir(cfg: Config, in_place: bool) -> str:
+    """What this run does with output.dir, decided before anything is loaded.
+
+    new: nothing there yet; continue: resume a checkpoint of this folder; replace: output.overwrite;
+    start_over: resume=auto, and the folder holds this config's run killed before its first
+    checkpoint; finished: resume=auto, and it holds this config's finished run without checkpoints.
+    """
     out = Path(cfg.output.dir)
     if not out.exists() or (out.is_dir() and not any(out.iterdir())):
-        return False
+        return "new"
     if not out.is_dir() or not (out / "config.yaml").exists():
         raise ConfigError(f"output.dir={out} exists and is not an lmtune run folder; choose another output.dir")
-    if resuming:
-        return False
-    if not cfg.output.overwrite:
-        why = " and no complete checkpoint to resume from" if cfg.resume == "auto" else ""
+    if in_place:
+        return "continue"
+    if cfg.output.overwrite:
+        return "replace"
+    if cfg.resume != "auto":
         raise ConfigError(
-            f"output.dir={out} already holds a run{why}; resume it with --resume, set output.overwrite=true to "
+            f"output.dir={out} already holds a run; resume it with --resume, set output.overwrite=true to "
             f"replace it, or choose another output.dir"
         )
-    return True
+    finished = (out / "metrics.json").is_file()
+    try:
+        changes = changed_keys(load_config(out / "config.yaml"), cfg)
+    except ConfigError as err:
+        changes = [f"its config.yaml cannot be read ({str(err).splitlines()[0]})"]
+    if not changes:
+        return "finished" if finished else "start_over"
+    raise ConfigError(
+        f"output.dir={out} holds {'a finished' if finished else 'an unfinished'} run of another config and no complete "
+        f"checkpoint to continue from, so --resume cannot continue it ({'; '.join(changes[:5])}); set "
+        f"output.overwrite=true to replace it, or choose another output.dir"
+    )
 
 
-def prepare_output_dir(cfg: Config, keep: bool = False) -> Path:
-    """Create the run folder, replacing an old run only now that every input has been checked."""
+def prepare_output_dir(cfg: Config, plan: str) -> Path:
+    """Create the run folder (with its config.yaml) now that every input has been checked.
+
+    A folder to replace is renamed aside before it is deleted, and a new one is filled under a
+    temporary name and renamed into place, so a run killed at any moment leaves output.dir either
+    absent, or a run folder with its config.yaml: the same command line can always start again.
+    """
     out = Path(cfg.output.dir)
-    if not keep and check_output_dir(cfg):
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    for leftover in out.parent.glob(f".{out.name}.trash-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    if plan in ("replace", "start_over") and out.exists():
+        trash = out.with_name(f".{out.name}.trash-{os.getpid()}")
+        os.replace(out, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+    if out.is_dir():  # continue, or an empty folder
+        write_text(out / "config.yaml", cfg.to_yaml())
+    else:
+        write_atomically(out, lambda tmp: write_text(tmp / "config.yaml", cfg.to_yaml()))
     return out
+
+
+def finished_result(out: Path) -> TrainResult:
+    """The result of a finished run, read back from its folder."""
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    log_file = out / "metrics.jsonl"
+    history = [json.loads(line) for line in log_file.read_text(encoding="utf-8").splitlines() if line.strip()] if log_file.exists() else []
+    return TrainResult(out, metrics, int(metrics.get("best_step") or 0), history)
 
 
 class RunLog:
@@ -145,13 +183,22 @@ def _train(
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    cfg = load_config(config) if isinstance(config, (str, Path)) else build_config(config)
+    given = load_config(config) if isinstance(config, (str, Path)) else build_config(config)
+    cfg = given.with_defaults()
     tc = cfg.train
     out = Path(cfg.output.dir)
+    check_creatable(out, "output.dir")
     resume_from = find_checkpoint(cfg)
     # Resuming a checkpoint of this output.dir continues the run in place; one from elsewhere starts a new folder.
     in_place = resume_from is not None and out.resolve() in resume_from.resolve().parents
-    check_output_dir(cfg, resuming=in_place)
+    plan = plan_output_dir(cfg, in_place)
+    if plan == "finished":
+        log.info("output.dir=%s holds this config's finished run (it kept no checkpoint): nothing to resume. "
+                 "Set output.overwrite=true to train it again", out)
+        return finished_result(out)
+    if plan == "start_over":
+        log.warning("output.dir=%s holds this config's run, stopped before its first complete checkpoint: "
+                    "starting it over", out)
     set_seed(tc.seed)
     task, tokenizer, model = _setup(cfg)
     metric_name, greater_is_better = task.metric, task.greater_is_better
@@ -207,9 +254,12 @@ def _train(
     history: list[dict[str, Any]] = []
     if resume_from is not None:
         state, history = restore_checkpoint(resume_from, resumed_state, unwrapped, optimizer, scheduler, accelerator, best)
+        if in_place and (state.step >= total_steps or best.should_stop) and (out / "metrics.json").is_file():
+            log.info("output.dir=%s holds this config's finished run (step %d of %d): nothing to resume. "
+                     "Set output.overwrite=true to train it again", out, state.step, total_steps)
+            return finished_result(out)
     if main:
-        prepare_output_dir(cfg, keep=in_place)
-        (out / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
+        prepare_output_dir(cfg, plan)
         if resume_from is not None:  # the logs restart from the checkpoint: later records never happened
             write_jsonl(out / "metrics.jsonl", history)
             samples = out / "samples.jsonl"
@@ -238,6 +288,8 @@ def _train(
             cfg.model.name_or_path, f"{total:,}", f"{trainable:,}", 100 * trainable / total, cfg.method.name,
             len(train_set), len(val_set) if val_set is not None else 0, total_steps,
         )
+        source = "train.learning_rate" if given.train.learning_rate is not None else f"the default for method {cfg.method.name}"
+        log.info("learning rate %g (%s), %s schedule, warmup %d steps", tc.learning_rate, source, tc.scheduler, warmup_steps(tc, total_steps))
         if resume_from is not None:
             log.info("resumed from %s (step %d, epoch %d)%s", resume_from, state.step, state.epoch,
                      "; accepted changes: " + "; ".join(accepted) if accepted else "")

@@ -31,6 +31,7 @@ OPTIMIZERS: dict[str, tuple[type[torch.optim.Optimizer], Callable[[TrainConfig],
 
 def parameter_groups(model: nn.Module, cfg: TrainConfig, head_prefixes: list[str]) -> list[dict[str, Any]]:
     """Biases and norm weights get no weight decay; the head may get its own learning rate."""
+    assert cfg.learning_rate is not None, "Config.with_defaults() sets it"
     head_lr = cfg.head_learning_rate or cfg.learning_rate
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
@@ -60,9 +61,13 @@ def build_optimizer(groups: list[dict[str, Any]], cfg: TrainConfig) -> torch.opt
     return cls(groups, **kwargs)
 
 
+def warmup_steps(cfg: TrainConfig, total_steps: int) -> int:
+    return cfg.warmup_steps if cfg.warmup_steps is not None else round(cfg.warmup_ratio * total_steps)
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int) -> Any:
     from transformers import get_scheduler
 
-    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else round(cfg.warmup_ratio * total_steps)
+    warmup = warmup_steps(cfg, total_steps)
     name = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}[cfg.scheduler]
     return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)

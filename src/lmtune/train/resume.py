@@ -93,6 +93,13 @@ def check_compatible(old: Config, new: Config, old_prints: dict[str, str], new_p
     return accepted
 
 
+def changed_keys(old: Config, new: Config) -> list[str]:
+    """`key: old -> new` for every key that changes what a run trains (not NO_EFFECT keys, not the search)."""
+    before, after = flatten_keys(old.model_dump(mode="json")), flatten_keys(new.model_dump(mode="json"))
+    return [f"{key}: {before.get(key)!r} -> {after.get(key)!r}" for key in sorted(_changed(before, after))
+            if key not in NO_EFFECT and not key.startswith("search.")]
+
+
 def _changed(before: dict[str, Any], after: dict[str, Any]) -> set[str]:
     return {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
 
