@@ -28,9 +28,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from classification import TRAIN_TSV, model_path, read_sst2  # noqa: E402
-
-from lmtune.models.first_token import trim_last_block  # noqa: E402
+from classification import TRAIN_TSV, model_path, read_sst2
+from lmtune.models.first_token import trim_last_block
 
 BATCH = 32
 MATMULS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")

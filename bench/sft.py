@@ -74,8 +74,8 @@ from typing import Any
 
 if str(Path(__file__).resolve().parent) not in sys.path:  # there already when run as a script (unless python -P)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-import harness  # noqa: E402  (bench/harness.py: what the benchmark scripts share)
-from harness import current_rss_mib, peak_rss_mib, torch_info  # noqa: E402
+import harness
+from harness import current_rss_mib, peak_rss_mib, torch_info
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DATA_JSON = PROJECT_ROOT.parent / "shared" / "data" / "instructions" / "alpaca_en_demo.json"

@@ -6,8 +6,8 @@ import csv
 import json
 
 import yaml
-from conftest import make_config
 
+from conftest import make_config
 from lmtune.cli import main
 
 

@@ -9,8 +9,8 @@ import io
 import json
 
 import yaml
-from conftest import IDENTITY
 
+from conftest import IDENTITY
 from lmtune.cli import main
 
 

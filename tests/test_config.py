@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
-from lmtune.config import Config, DataConfig, MethodConfig, ModelConfig, TrainConfig, load_config, parse_overrides
+from lmtune.config import MethodConfig, ModelConfig, TrainConfig, load_config, parse_overrides
+from lmtune.data.classification import ClassificationSection
 from lmtune.errors import ConfigError
+from lmtune.tasks.classification import ClassificationConfig
 
 REQUIRED = ["model.name_or_path=some-model", "data.train=train.csv"]
 
@@ -28,7 +31,7 @@ def test_defaults_load_with_only_the_required_keys():
     cfg = load_config(None, REQUIRED)
     assert cfg.model.name_or_path == "some-model"
     assert cfg.data.train == "train.csv"
-    assert cfg == Config(model=ModelConfig(name_or_path="some-model"), data=DataConfig(train="train.csv"))
+    assert cfg == ClassificationConfig(model=ModelConfig(name_or_path="some-model"), data=ClassificationSection(train="train.csv"))
     assert cfg.task == "classification"
     assert cfg.method.name == "full"
     assert cfg.train.batch_size == 16
@@ -168,10 +171,25 @@ def test_classification_needs_something_to_evaluate_on():
     assert "data.validation_split=0 leaves a classifier nothing to evaluate on" in msg
 
 
-def test_generative_keys_are_refused_for_classification():
-    assert "data.packing applies to task causal_lm only" in config_error(None, REQUIRED + ["data.packing=true"])
-    assert "eval.generate applies to tasks causal_lm and translation only" in config_error(None, REQUIRED + ["eval.generate=true"])
-    assert "data.columns: unknown name(s) question" in config_error(None, REQUIRED + ["data.columns={question: q}"])
+def test_other_tasks_keys_are_refused_with_their_task():
+    msg = config_error(None, REQUIRED + ["data.packing=true"])
+    assert "key 'data.packing' applies to task causal_lm and translation, not to task classification" in msg
+    assert "key 'data.source_column' applies to task translation" in config_error(None, REQUIRED + ["data.source_column=src"])
+    assert "eval.generate applies to tasks that generate text" in config_error(None, REQUIRED + ["eval.generate=true"])
+    causal = [*REQUIRED, "task=causal_lm"]
+    assert "data.columns: unknown name(s) question" in config_error(None, causal + ["data.columns={question: q}"])
+    assert "key 'data.label_column' applies to task classification" in config_error(None, causal + ["data.label_column=y"])
+
+
+def test_a_run_folders_config_with_every_tasks_defaults_still_loads(tmp_path):
+    """config.yaml files written when one data section held every task's keys list them all at their defaults."""
+    old = {"model": {"name_or_path": "m"}, "data": {"train": "t.csv", "text_column": "text", "label_column": "label",
+           "format": "auto", "columns": {}, "packing": False, "source_column": "source", "target_lang": None}}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(old))
+    cfg = load_config(path)
+    assert cfg.task == "classification" and cfg.data.train == "t.csv"
+    assert "source_column" not in cfg.to_yaml()
 
 
 def test_wrong_type_names_key_and_value():

@@ -6,8 +6,8 @@ import io
 import sys
 
 import yaml
-from conftest import make_config
 
+from conftest import make_config
 from lmtune.cli import main
 
 

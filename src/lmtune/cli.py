@@ -35,61 +35,95 @@ def _train(args: argparse.Namespace) -> int:
 
 def _search(args: argparse.Namespace) -> int:
     from lmtune.config import load_config
+    from lmtune.run_dir import SearchDir
     from lmtune.search.study import dump_summary, search
 
     summary = search(load_config(args.config, list(args.overrides)), workers=args.workers)
     print(dump_summary(summary), end="")
-    best = summary.output_dir / "best.yaml"
-    print(f"trials: {summary.output_dir / 'trials.csv'}" + (f"; best config: {best}" if best.is_file() else "; no trial completed yet"))
+    folder = SearchDir(summary.output_dir)
+    best = folder.best_config_file
+    print(f"trials: {folder.trials_file}" + (f"; best config: {best}" if best.is_file() else "; no trial completed yet"))
     return 0
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from lmtune.inference import Classifier, load
+    from lmtune.inference import load
 
     if args.output:
         check_writable_file(args.output, "--output")
     model = load(args.model)
-    if isinstance(model, Classifier):
-        metrics = model.evaluate(args.data, args.batch_size)
-    else:
-        metrics = model.evaluate(args.data, args.batch_size, args.max_generate, args.max_new_tokens)
+    metrics = model.evaluate(args.data, args.batch_size, max_generate=args.max_generate, max_new_tokens=args.max_new_tokens)
     print(json.dumps(metrics, indent=2))
     if args.output:
-        from lmtune.models.saving import write_json
+        from lmtune.files import write_json
 
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         write_json(Path(args.output), metrics)
     return 0
 
 
-def _predict(args: argparse.Namespace) -> int:
-    from lmtune.inference import Classifier, load
+def _predict_inputs() -> dict[str, str]:
+    """Every field some task's `lmtune predict` takes (--text, --question, ...), with its help."""
+    from lmtune.tasks import TASKS
 
-    if bool(args.text) == bool(args.input):
-        raise LmtuneError("predict needs either --text \"...\" (repeatable) or --input FILE --output FILE")
+    fields: dict[str, str] = {}
+    for task in TASKS.values():
+        for name, help_text in task.predict_inputs.items():
+            fields.setdefault(name, help_text)
+    return fields
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from lmtune.inference import load
+    from lmtune.tasks import DEFAULT_TASK, TASKS
+
+    given = {name: values for name in _predict_inputs() if (values := getattr(args, name, None))}
+    options = " ".join(f"--{name} \"...\"" for name in _predict_inputs())
+    if bool(given) == bool(args.input):
+        raise LmtuneError(f"predict needs either the model's inputs ({options}; repeatable) or --input FILE --output FILE")
     if args.input and not args.output:
         raise LmtuneError("predict --input FILE also needs --output FILE (.jsonl, .json or .csv)")
     if args.output:
         _check_rows_file(Path(args.output))
-    if args.text:
-        _check_texts(args.text)
-    clf = load(args.model)
-    if not isinstance(clf, Classifier):
-        raise LmtuneError(f"{args.model} holds a language model: use lmtune generate (or chat) to get replies from it")
-    if args.text:
-        for text, pred in zip(args.text, clf.predict(args.text, batch_size=args.batch_size)):
-            print(json.dumps({"text": text, **pred}, ensure_ascii=False))
+    records = _records(given)
+    predictor = load(args.model)
+    task = TASKS[predictor.meta.get("task", DEFAULT_TASK)]
+    if not task.predict_inputs:
+        raise LmtuneError(f"{args.model} holds a {task.name} model, which lmtune predict does not take: use lmtune generate "
+                          f"(or chat) to get replies from it")
+    if records:
+        missing = [f"--{name}" for name in task.predict_inputs if name not in given]
+        extra = [f"--{name}" for name in given if name not in task.predict_inputs]
+        if missing or extra:
+            raise LmtuneError(f"{args.model} holds a {task.name} model: give " + " and ".join(f"--{n}" for n in task.predict_inputs)
+                              + (f" (missing {', '.join(missing)})" if missing else "")
+                              + (f" ({', '.join(extra)} does not apply)" if extra else ""))
+        for record, pred in zip(records, predictor.predict_records(records, args.batch_size)):  # type: ignore[attr-defined]
+            print(json.dumps({**record, **pred}, ensure_ascii=False))
         return 0
-    texts, pairs = clf.read_texts(args.input)
-    preds = clf.predict(texts, pairs, batch_size=args.batch_size)
-    _write_predictions(Path(args.output), texts, preds)
+    records = predictor.read_records(args.input)  # type: ignore[attr-defined]
+    preds = predictor.predict_records(records, args.batch_size)  # type: ignore[attr-defined]
+    _write_rows(Path(args.output), [{**r, **p} for r, p in zip(records, preds)])
     print(f"wrote {len(preds)} predictions to {args.output}")
     return 0
 
 
-def _write_predictions(path: Path, texts: list[str], preds: list[dict[str, Any]]) -> None:
-    _write_rows(path, [{"text": t, **p} for t, p in zip(texts, preds)])
+def _records(given: dict[str, list[str]]) -> list[dict[str, str]]:
+    """--NAME values as records (the i-th value of each option together), checked as training checks its data."""
+    if not given:
+        return []
+    counts = {name: len(values) for name, values in given.items()}
+    if len(set(counts.values())) > 1:
+        raise LmtuneError("give each of " + ", ".join(f"--{n} ({c} times)" for n, c in counts.items()) + " the same number of times")
+    for name, values in given.items():
+        empty = [i + 1 for i, t in enumerate(values) if not t.strip()]
+        if empty:
+            raise LmtuneError(
+                f"--{name} number {', '.join(map(str, empty))} (of {len(values)}) is empty or only spaces; "
+                f"lmtune does not predict for empty inputs (training and --input refuse them too)"
+            )
+    n = next(iter(counts.values()))
+    return [{name: values[i] for name, values in given.items()} for i in range(n)]
 
 
 def _check_rows_file(path: Path) -> None:
@@ -99,19 +133,9 @@ def _check_rows_file(path: Path) -> None:
     check_writable_file(path, "--output")
 
 
-def _check_texts(texts: list[str]) -> None:
-    """--text values are checked as training and --input check a text column: no empty texts."""
-    empty = [i + 1 for i, t in enumerate(texts) if not t.strip()]
-    if empty:
-        raise LmtuneError(
-            f"--text number {', '.join(map(str, empty))} (of {len(texts)}) is empty or only spaces; "
-            f"lmtune does not classify empty texts (training and --input refuse them too)"
-        )
-
-
 def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
     """JSON lines, a JSON list or CSV by the file suffix, written atomically."""
-    from lmtune.models.saving import csv_text, write_json, write_jsonl, write_text
+    from lmtune.files import csv_text, write_json, write_jsonl, write_text
 
     suffix = path.suffix.lower()
     try:
@@ -256,10 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=128, help="language models: longest generated reply")
     p.set_defaults(run=_eval)
 
-    p = sub.add_parser("predict", parents=[common], help="label texts with a trained model")
+    p = sub.add_parser("predict", parents=[common], help="label texts (or answer questions) with a trained model")
     p.add_argument("model", help="run folder or saved model folder")
-    p.add_argument("--text", action="append", help="a text to classify (repeatable)")
-    p.add_argument("--input", help="data file with the model's text column")
+    for name, help_text in _predict_inputs().items():
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, action="append", help=help_text)
+    p.add_argument("--input", help="data file with the model's input columns (as in training)")
     p.add_argument("--output", help="where to write predictions (.jsonl, .json or .csv)")
     p.add_argument("--batch-size", type=int, default=32)
     p.set_defaults(run=_predict)

@@ -7,11 +7,11 @@ validation rows, balanced; it ships with lmtune so the demo runs offline on any 
 from __future__ import annotations
 
 from importlib import resources
-from pathlib import Path
 
 from lmtune.config import build_config
 from lmtune.errors import ModelError
-from lmtune.inference import load
+from lmtune.inference import Classifier, load
+from lmtune.run_dir import RunDir
 from lmtune.train.loop import TrainResult, train
 
 EXAMPLES = [
@@ -56,9 +56,12 @@ def run_demo(output_dir: str = "runs/demo", progress: bool = True) -> TrainResul
           f"({after['train_examples_per_s']:.1f} examples/s); best step {after['best_step']}")
     print("\nexample predictions on new sentences:")
     clf = load(result.output_dir)
+    assert isinstance(clf, Classifier)
     for text, pred in zip(EXAMPLES, clf.predict(EXAMPLES)):
         print(f"  {pred['label']:<9} {pred['probabilities'][pred['label']]:.2f}  {text}")
-    print(f"\nrun folder: {Path(result.output_dir)}  (config.yaml, metrics.json, metrics.jsonl, best/, final/, checkpoints/)")
+    run = RunDir(result.output_dir)
+    shown = [run.config_file, run.metrics_file, run.history_file, run.best, run.final, run.checkpoints]
+    print(f"\nrun folder: {run.path}  ({', '.join(p.name + ('/' if p.is_dir() else '') for p in shown)})")
     return result
 
 

@@ -31,7 +31,7 @@ def offline_mode_set() -> bool:
     return bool(constants.HF_HUB_OFFLINE)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _probe(endpoint: str) -> str | None:
     """Open (and close) one TCP connection to the hub, or to the proxy that would carry it."""
     url = urlparse(endpoint)

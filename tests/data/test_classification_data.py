@@ -10,9 +10,8 @@ from collections import Counter
 import pytest
 import torch
 
-from lmtune.config import DataConfig
 from lmtune.data.batching import EncodedDataset, LengthGroupedBatchSampler, PadCollator
-from lmtune.data.classification import LabelSpace, load_classification_data
+from lmtune.data.classification import ClassificationSection, LabelSpace, load_classification_data
 from lmtune.errors import DataError
 
 
@@ -35,7 +34,7 @@ def write_jsonl(path, records):
 
 
 def load(seed=0, **kwargs):
-    return load_classification_data(DataConfig(**kwargs), seed)
+    return load_classification_data(ClassificationSection(**kwargs), seed)
 
 
 def data_error(seed=0, **kwargs) -> str:

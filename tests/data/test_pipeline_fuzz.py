@@ -16,8 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lmtune.config import DataConfig
-from lmtune.data.classification import ClassificationData, load_classification_data
+from lmtune.data.classification import ClassificationData, ClassificationSection, load_classification_data
 from lmtune.errors import DataError
 
 FUZZ = settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -93,7 +92,7 @@ def test_any_rows_give_examples_or_a_data_error(tmp_path, ext, train, validation
     if missing:
         train = [{k: v for k, v in r.items() if k != missing} for r in train]
     files = {name: write(tmp_path / f"{name}{ext}", recs) for name, recs in (("train", train), ("validation", validation))}
-    cfg = DataConfig(train=str(files["train"]), validation=str(files["validation"]), label_type=label_type)
+    cfg = ClassificationSection(train=str(files["train"]), validation=str(files["validation"]), label_type=label_type)
     try:
         data = load_classification_data(cfg, seed=0)
     except DataError as err:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lmtune.eval.metrics import multi_label_metrics, regression_metrics, scalar_metrics, single_label_metrics
-from lmtune.train.losses import balanced_weights
+from lmtune.losses import balanced_weights
 
 
 def test_binary_metrics_by_hand():

@@ -7,9 +7,9 @@ import shutil
 
 import pytest
 import torch
-from conftest import PicklePayload, make_config
 
 import lmtune
+from conftest import PicklePayload, make_config
 from lmtune.config import ModelConfig
 from lmtune.errors import ModelError
 from lmtune.models.loading import load_classifier, load_tokenizer

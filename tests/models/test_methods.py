@@ -1,19 +1,24 @@
-"""full / freeze / lora change exactly the parameters they should, on BERT, GPT-2 and Llama shapes."""
+"""full / freeze / lora / dora / ia3 change exactly the parameters they should, on BERT, GPT-2 and Llama shapes."""
 
 from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
 
 import pytest
 import torch
 from accelerate.utils import set_seed
-from conftest import make_config
 from safetensors.torch import load_file
 
 import lmtune
-from lmtune.config import MethodConfig, ModelConfig
+from conftest import make_config
+from lmtune.config import MethodConfig, ModelConfig, build_config
 from lmtune.errors import ConfigError
 from lmtune.models.freeze import apply_freeze, parse_layer_spec
+from lmtune.models.ia3 import apply_ia3
 from lmtune.models.loading import load_classifier, load_tokenizer
-from lmtune.models.parts import find_parts
+from lmtune.models.methods import METHODS
+from lmtune.models.parts import find_parts, ia3_target_names
 
 KINDS = ["bert", "gpt2", "llama"]
 
@@ -123,3 +128,146 @@ def test_lora_merge_gives_same_predictions(tiny_models, toy_data, tmp_path):
     assert (merged / "model.safetensors").is_file()
     merged_scores = lmtune.load(merged).scores(texts)
     assert torch.allclose(torch.tensor(adapter_scores), torch.tensor(merged_scores), atol=1e-5)
+
+
+# --- dora and ia3: PEFT adapters beside lora, on a classifier and a causal LM of each shape ---
+
+ADAPTER_PARTS = ("lora_A", "lora_B", "lora_magnitude_vector", "ia3_l")  # what dora and ia3 add to a layer
+TEXTS = ["the movie was good", "really boring and bad plot", "staff"]
+Tensors = dict[str, torch.Tensor]
+
+
+def train_watched(monkeypatch, cfg: dict) -> tuple[lmtune.TrainResult, Tensors, Tensors, set[str]]:
+    """Train through lmtune.train: the result, the adapted model's parameters before and after, and which trained.
+
+    The method's registry entry is wrapped to keep the model it builds; "after" is read at the last
+    evaluation, before `output.merge_lora` folds the adapter into the base weights.
+    """
+    method = METHODS[cfg["method"]["name"]]
+    seen: dict[str, Any] = {}
+
+    def apply(model, method_cfg, task_type, new_head):
+        seen["model"] = method.apply(model, method_cfg, task_type, new_head)
+        seen["before"] = {n: p.detach().clone() for n, p in seen["model"].named_parameters()}
+        seen["trainable"] = {n for n, p in seen["model"].named_parameters() if p.requires_grad}
+        return seen["model"]
+
+    def on_evaluate(step, metrics):
+        seen["after"] = {n: p.detach().clone() for n, p in seen["model"].named_parameters()}
+
+    monkeypatch.setitem(METHODS, method.name, replace(method, apply=apply))
+    result = lmtune.train(cfg, progress=False, on_evaluate=on_evaluate)
+    return result, seen["before"], seen["after"], seen["trainable"]
+
+
+def base_name(peft_name: str) -> str:
+    """The pretrained model's name of a parameter of the PEFT-wrapped model."""
+    name = peft_name.removeprefix("base_model.model.")
+    return name.replace(".base_layer.", ".").replace(".original_module.", ".").replace(".modules_to_save.default.", ".")
+
+
+def assert_only_adapter_and_head_trained(before, after, trainable, pretrained):
+    """Base weights bit-identical to the pretrained ones, every adapter tensor and new head tensor changed; the head's names."""
+    adapter = {n for n in after if any(f".{part}." in n for part in ADAPTER_PARTS)}
+    head = {n for n in after if ".modules_to_save." in n}
+    assert adapter and trainable == adapter | head
+    for name, tensor in after.items():
+        if name in trainable:
+            assert not torch.equal(tensor, before[name]), f"{name} did not train"
+        else:
+            assert torch.equal(tensor, pretrained[base_name(name)]), f"{name} is frozen but changed"
+    return head
+
+
+@pytest.mark.parametrize("method", ["dora", "ia3"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_adapter_classifier_trains_only_adapter_and_head_and_loads_in_peft(
+    method, kind, tiny_models, toy_data, tmp_path, monkeypatch,
+):
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    cfg = make_config(tiny_models[kind], toy_data, tmp_path / "run", method={"name": method},
+                      train={"max_steps": 4, "learning_rate": 1e-2, "keep_last_checkpoints": 0},
+                      output={"merge_lora": True, "save_final": False, "report": False})
+    result, before, after, trainable = train_watched(monkeypatch, cfg)
+    pretrained = fresh_classifier(tiny_models[kind])
+    head = assert_only_adapter_and_head_trained(before, after, trainable, pretrained.state_dict())
+    new_head = find_parts(pretrained).head  # the classifier (and BERT's pooler)
+    assert all(any(base_name(n).startswith(h + ".") for n in head) for h in new_head)
+
+    best = result.output_dir / "best"
+    assert (best / "adapter_model.safetensors").is_file() and not (best / "model.safetensors").exists()
+    ours = lmtune.load(result.output_dir)
+    tokenizer = AutoTokenizer.from_pretrained(best)
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_models[kind], num_labels=2,
+                                                              pad_token_id=tokenizer.pad_token_id)
+    plain = PeftModel.from_pretrained(base, best).eval()
+    with torch.no_grad():
+        probabilities = plain(**tokenizer(TEXTS, return_tensors="pt", padding=True)).logits.softmax(-1)
+    torch.testing.assert_close(probabilities, torch.as_tensor(ours.scores(TEXTS)), rtol=0, atol=1e-6)
+
+    merged = AutoModelForSequenceClassification.from_pretrained(result.output_dir / "merged").eval()
+    assert not any(any(part in n for part in ADAPTER_PARTS) for n, _ in merged.named_parameters())
+    with torch.no_grad():
+        merged_probabilities = merged(**tokenizer(TEXTS, return_tensors="pt", padding=True)).logits.softmax(-1)
+    torch.testing.assert_close(merged_probabilities, probabilities, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["dora", "ia3"])
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+def test_adapter_causal_lm_trains_only_adapter_and_loads_in_peft(method, kind, tiny_lms, identity_data, tmp_path,
+                                                                 monkeypatch):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    cfg = make_config(tiny_lms[kind], identity_data, tmp_path / "run", "causal_lm", method={"name": method},
+                      model={"max_length": 64}, train={"max_steps": 4, "batch_size": 8, "learning_rate": 1e-2,
+                                                       "keep_last_checkpoints": 0},
+                      output={"merge_lora": True, "save_final": False, "report": False})
+    result, before, after, trainable = train_watched(monkeypatch, cfg)
+    pretrained = AutoModelForCausalLM.from_pretrained(tiny_lms[kind]).state_dict()
+    head = assert_only_adapter_and_head_trained(before, after, trainable, pretrained)
+    assert not head  # the pretrained LM head (tied to the embeddings) stays frozen
+
+    lm = lmtune.load(result.output_dir)
+    ids = lm.tokenizer(lm.prompt_text([{"role": "user", "content": "who are you ?"}]), return_tensors="pt")
+    plain = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_lms[kind]), result.output_dir / "best")
+    plain.eval()
+    merged = AutoModelForCausalLM.from_pretrained(result.output_dir / "merged").eval()
+    with torch.no_grad():
+        logits = lm.model(**ids).logits
+        torch.testing.assert_close(plain(**ids).logits, logits, rtol=0, atol=1e-6)
+        torch.testing.assert_close(merged(**ids).logits, logits, rtol=1e-4, atol=1e-5)
+
+
+def test_ia3_targets_keys_values_and_feed_forward_outputs(tiny_models):
+    expected = {
+        "bert": ({"attention.self.key", "attention.self.value", "output.dense"}, "output.dense"),
+        "gpt2": ({"attn.c_attn", "mlp.c_proj"}, "mlp.c_proj"),  # GPT-2 has one fused query-key-value Conv1D
+        "llama": ({"self_attn.k_proj", "self_attn.v_proj", "mlp.down_proj"}, "mlp.down_proj"),
+    }
+    for kind, (per_block, feedforward) in expected.items():
+        model = fresh_classifier(tiny_models[kind])
+        blocks = find_parts(model).blocks_path
+        targets, ffn = ia3_target_names(model, blocks)
+        assert len(targets) == 4 * len(per_block), kind
+        assert set(targets) == {f"{blocks}.{i}.{n}" for i in range(4) for n in per_block}, kind
+        assert ffn == [f"{blocks}.{i}.{feedforward}" for i in range(4)], kind
+
+
+def test_ia3_chosen_targets_and_errors(tiny_models):
+    chosen = MethodConfig(name="ia3", ia3_target_modules=["v_proj", "down_proj"])
+    model = apply_ia3(fresh_classifier(tiny_models["llama"]), chosen)
+    ia3 = model.peft_config["default"]
+    assert ia3.target_modules == {"v_proj", "down_proj"} and ia3.feedforward_modules == {"down_proj"}  # as found by shape
+    assert sum("ia3_l" in n for n, _ in model.named_parameters()) == 8
+    with pytest.raises(ConfigError, match="ia3_target_modules"):
+        apply_ia3(fresh_classifier(tiny_models["llama"]), MethodConfig(name="ia3", ia3_target_modules=["no_such_layer"]))
+    base = {"model": {"name_or_path": "m"}, "data": {"train": "t.csv"}}
+    with pytest.raises(ConfigError, match="without method.ia3_target_modules"):
+        build_config({**base, "method": {"name": "ia3", "ia3_feedforward_modules": ["down_proj"]}})
+    with pytest.raises(ConfigError, match=r"\['up_proj'\], which are not in method.ia3_target_modules"):
+        build_config({**base, "method": {"name": "ia3", "ia3_target_modules": ["v_proj"],
+                                         "ia3_feedforward_modules": ["up_proj"]}})
+

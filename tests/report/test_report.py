@@ -10,9 +10,9 @@ import struct
 from pathlib import Path
 
 import pytest
-from conftest import make_config
 
 import lmtune
+from conftest import make_config
 from lmtune.cli import main
 from lmtune.errors import ConfigError
 from lmtune.report import write_report

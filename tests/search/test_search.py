@@ -7,9 +7,9 @@ import struct
 from pathlib import Path
 
 import yaml
-from conftest import make_config
 
 import lmtune
+from conftest import make_config
 from lmtune.cli import main
 from lmtune.config import load_config
 

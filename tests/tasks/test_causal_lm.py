@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import IDENTITY, make_config
 from safetensors.torch import load_file
 
 import lmtune
-from lmtune.config import Config
+from conftest import IDENTITY, make_config
+from lmtune.config import build_config
 from lmtune.data.chat import IGNORE
 from lmtune.errors import ConfigError, DataError
 from lmtune.eval.text_metrics import normalize_answer
@@ -32,7 +32,7 @@ def lm_config(model_dir: Path, files: dict[str, Path], out: Path, **sections) ->
 def task_for(model: Path, data: dict[str, Path], **data_keys) -> tuple[CausalLMTask, torch.nn.Module]:
     from lmtune.models.loading import load_tokenizer
 
-    cfg = Config.model_validate(lm_config(model, data, Path("unused"), data=data_keys))
+    cfg = build_config(lm_config(model, data, Path("unused"), data=data_keys))
     task = CausalLMTask(cfg)
     task.load_data()
     tokenizer = load_tokenizer(cfg.model)
@@ -210,7 +210,7 @@ def test_bad_generative_settings_are_refused_before_anything_is_written(tiny_lms
     text.write_text("the capital of france is paris .")
     with pytest.raises(ConfigError, match="eval.generate needs prompts"):
         lmtune.train(lm_config(tiny_lms["llama"], {"train": text, "validation": text}, out, eval={"generate": True}), progress=False)
-    with pytest.raises(ConfigError, match="causal_lm only"):
+    with pytest.raises(ConfigError, match="applies to task causal_lm and translation, not to task classification"):
         lmtune.train({**lm_config(tiny_lms["llama"], identity_data, out, data={"packing": True}), "task": "classification"}, progress=False)
     assert not out.exists()
 

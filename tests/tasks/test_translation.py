@@ -7,14 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import make_config
 
 import lmtune
-from lmtune.config import Config
+from conftest import make_config
+from lmtune.config import build_config
 from lmtune.data.chat import IGNORE
 from lmtune.errors import ConfigError, DataError
 from lmtune.tasks.translation import TranslationTask
-
 
 DEFAULTS = {"train": {"epochs": 10, "learning_rate": 1e-2, "log_every_n_steps": 25, "save_every_n_steps": 1000}}
 
@@ -48,7 +47,7 @@ def test_encoder_decoder_lora_saves_an_adapter_that_reloads(tiny_t5, translation
 
 
 def test_a_decoder_translates_through_its_instruction(tiny_lms, translation_data, tmp_path):
-    cfg = Config.model_validate(mt_config(tiny_lms["llama"], translation_data, tmp_path / "unused",
+    cfg = build_config(mt_config(tiny_lms["llama"], translation_data, tmp_path / "unused",
                                           data={"source_lang": "Zorb", "target_lang": "Quix"}))
     task = TranslationTask(cfg)
     task.load_data()

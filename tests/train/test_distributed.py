@@ -11,8 +11,9 @@ from pathlib import Path
 
 import torch
 import yaml
-from conftest import make_config
 from safetensors.torch import load_file
+
+from conftest import make_config
 
 
 def torchrun(config_file: Path, cwd: Path, *extra: str) -> subprocess.CompletedProcess:

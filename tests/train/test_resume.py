@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import PicklePayload, make_config
 from safetensors.torch import load_file
 
 import lmtune
+from conftest import PicklePayload, make_config
 from lmtune.errors import CheckpointError, ConfigError, TrainingError
 from lmtune.train import checkpoint as ckpt
 

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import make_config
 
 import lmtune
+from conftest import make_config
 from lmtune.errors import ConfigError
 from lmtune.train import tracking
 

@@ -7,9 +7,9 @@ import random
 
 import pytest
 import torch
-from conftest import make_config, toy_sentence, write_csv
 
 import lmtune
+from conftest import make_config, toy_sentence, write_csv
 from lmtune.errors import ConfigError
 
 

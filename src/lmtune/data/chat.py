@@ -72,7 +72,7 @@ def render(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[str, list[tu
     if not has_chat_template(tokenizer):
         return _render_plain(tokenizer, messages)
     text = _template(tokenizer, messages, generation_prompt=False)
-    spans = []
+    spans: list[tuple[int, int]] = []
     for i, m in enumerate(messages):
         if m["role"] != "assistant":
             continue

@@ -8,13 +8,27 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from lmtune.config import DataConfig
+from pydantic import Field
+
 from lmtune.data.readers import Table, read_table
 from lmtune.errors import DataError
+from lmtune.schema import DataConfig
 
 log = logging.getLogger("lmtune")
 
 LabelType = Literal["single", "multi", "regression"]
+
+
+class ClassificationSection(DataConfig):
+    """`data` of task classification: a text (or text pair) column and a label column."""
+
+    text_column: str = Field("text", description="Column of the text to classify.")
+    text_pair_column: str | None = Field(None, description="Second text (sentence pairs, e.g. NLI).")
+    label_column: str = Field("label", description="Column of the label: a class, a list of classes, or a number.")
+    label_type: Literal["auto", "single", "multi", "regression"] = Field(
+        "auto", description="auto: a list per row is multi-label, non-integer numbers are regression."
+    )
+    label_separator: str = Field(",", description="Splits a multi-label text cell such as 'a,b'.")
 
 
 @dataclass
@@ -110,7 +124,7 @@ def read_texts(path: str, text_column: str, pair_column: str | None) -> tuple[li
     return texts, pairs
 
 
-def read_examples(path: str, cfg: DataConfig, limit: int | None) -> Examples:
+def read_examples(path: str, cfg: ClassificationSection, limit: int | None) -> Examples:
     """Texts and parsed label values of one file; `with_label_type` then fits the labels to a label type."""
     table = read_table(path)
     if limit is not None:
@@ -139,7 +153,7 @@ def read_examples(path: str, cfg: DataConfig, limit: int | None) -> Examples:
     return Examples(table.source, texts, pairs, labels, places, raw)
 
 
-def infer_label_type(examples: Examples, cfg: DataConfig) -> tuple[LabelType, str]:
+def infer_label_type(examples: Examples, cfg: ClassificationSection) -> tuple[LabelType, str]:
     """The label type `data.label_type` asks for, or (auto) the one the training labels show, and why.
 
     auto, the same for every file format: a list, or a text holding `data.label_separator`, makes
@@ -148,7 +162,7 @@ def infer_label_type(examples: Examples, cfg: DataConfig) -> tuple[LabelType, st
     """
     column, sep = f"{cfg.label_column!r} of {examples.source}", cfg.label_separator
     if cfg.label_type != "auto":
-        return cfg.label_type, "set by data.label_type"  # type: ignore[return-value]
+        return cfg.label_type, "set by data.label_type"
     values = examples.labels
     multi = [i for i, v in enumerate(values) if isinstance(v, list) or (isinstance(v, str) and sep in v)]
     if multi:
@@ -276,7 +290,7 @@ class ClassificationData:
     labels: LabelSpace
 
 
-def load_classification_data(cfg: DataConfig, seed: int) -> ClassificationData:
+def load_classification_data(cfg: ClassificationSection, seed: int) -> ClassificationData:
     """Read and validate every split before anything is trained or written."""
     train = read_examples(cfg.train, cfg, cfg.max_train_examples)
     label_type, why = infer_label_type(train, cfg)

@@ -20,16 +20,48 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from lmtune.config import DataConfig
+from pydantic import Field, model_validator
+
 from lmtune.data.batching import TOKENIZE_CHUNK
 from lmtune.data.chat import check_messages
 from lmtune.data.readers import Table, read_table
 from lmtune.errors import DataError
 from lmtune.progress import bar
+from lmtune.schema import DataConfig
 
 log = logging.getLogger("lmtune")
+
+GENERATIVE_COLUMNS = {"instruction", "input", "output", "system", "history", "messages"}
+
+
+class GenerativeSection(DataConfig):
+    """`data` keys of the tasks that train a model to write replies."""
+
+    system_prompt: str | None = Field(None, description="System message for conversations that have none (lmtune generate and chat use it too).")
+    train_on_prompt: bool = Field(False, description="Train on prompt tokens too, not only on the responses.")
+    packing: bool = Field(False, description="Put several examples in one row; they do not attend to each other.")
+
+
+class CausalLMSection(GenerativeSection):
+    """`data` of task causal_lm: documents, or instruction, chat and QA records."""
+
+    text_column: str = Field("text", description="format text: column of the documents.")
+    format: Literal["auto", "text", "alpaca", "messages", "squad"] = Field(
+        "auto", description="text, alpaca, messages (or ShareGPT) or squad; auto decides from the columns."
+    )
+    columns: dict[str, str] = Field(
+        default_factory=dict, description="The file's names for instruction, input, output, system, history, messages."
+    )
+
+    @model_validator(mode="after")
+    def _known_columns(self) -> CausalLMSection:
+        unknown = set(self.columns) - GENERATIVE_COLUMNS
+        if unknown:
+            raise ValueError(f"data.columns: unknown name(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(GENERATIVE_COLUMNS))}")
+        return self
+
 
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "model": "assistant",
                   "system": "system"}
@@ -141,7 +173,7 @@ def _messages(row: dict[str, Any], names: dict[str, str], where: str) -> list[di
         raise DataError(f"{where}: 'conversations' must be a list of {{from, value}} turns")
     out = []
     for n, turn in enumerate(turns, start=1):
-        role = SHAREGPT_ROLES.get(turn.get("from")) if isinstance(turn, dict) else None
+        role = SHAREGPT_ROLES.get(str(turn.get("from"))) if isinstance(turn, dict) else None
         if role is None:
             raise DataError(f"{where}: turn {n} has 'from' {turn.get('from') if isinstance(turn, dict) else turn!r}; "
                             f"expected one of {', '.join(SHAREGPT_ROLES)}")
@@ -168,8 +200,8 @@ def read_squad(path: Path) -> Conversations:
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
         raise DataError(f"{path}: not a SQuAD-format JSON file ({err})") from None
     messages, references = [], []
-    for a, article in enumerate(articles, start=1):
-        for p, para in enumerate(article.get("paragraphs", []), start=1):
+    for article in articles:
+        for para in article.get("paragraphs", []):
             for q in para.get("qas", []):
                 answers = [x["text"] for x in q.get("answers", []) if isinstance(x, dict) and str(x.get("text", "")).strip()]
                 if not answers:
@@ -234,7 +266,7 @@ class GenerativeData:
     test: Conversations | list[str] | None = None
 
 
-def load_generative_data(cfg: DataConfig, seed: int) -> GenerativeData:
+def load_generative_data(cfg: CausalLMSection, seed: int) -> GenerativeData:
     """Read and check every split before anything is trained or written."""
     fmt = detect_format(cfg.train, cfg.columns, cfg.text_column) if cfg.format == "auto" else cfg.format
     if fmt == "text":  # documents: validation text, if not given, is held out later as blocks of tokens
@@ -252,7 +284,7 @@ def load_generative_data(cfg: DataConfig, seed: int) -> GenerativeData:
 
 
 def read_splits(
-    cfg: DataConfig, seed: int, read: Callable[[str], Conversations], unit: str
+    cfg: GenerativeSection, seed: int, read: Callable[[str], Conversations], unit: str
 ) -> tuple[Conversations, Conversations | None, Conversations | None]:
     """Train, validation (given, held out by data.validation_split, or none) and test conversations,
     cut to data.max_*_examples, with data.system_prompt added where a conversation has none."""

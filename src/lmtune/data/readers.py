@@ -59,10 +59,13 @@ def read_table(path: str, header: bool = True) -> Table:
     if p.is_file():
         if fmt is None:
             raise DataError(f"{path}: unknown data format {p.suffix!r}; use one of {', '.join(FORMATS)}")
-        reader = {"csv": _read_delimited, "tsv": _read_delimited, "json": _read_json, "jsonl": _read_jsonl}.get(fmt)
-        if reader is None:
-            return _read_parquet(p)
-        return reader(p, _decode(p)) if fmt in ("json", "jsonl") else reader(p, _decode(p), fmt, header)
+        if fmt in ("csv", "tsv"):
+            return _read_delimited(p, _decode(p), fmt, header)
+        if fmt == "json":
+            return _read_json(p, _decode(p))
+        if fmt == "jsonl":
+            return _read_jsonl(p, _decode(p))
+        return _read_parquet(p)
     if fmt is None and re.fullmatch(r"[\w.-]+(/[\w.-]+)?(:[\w.-]+)?", path):
         return _read_hub_dataset(path)
     raise DataError(f"data file {path} does not exist (looked in {p.resolve().parent})")
@@ -94,6 +97,7 @@ def _read_delimited(p: Path, text: str, fmt: str, has_header: bool = True) -> Ta
     csv.field_size_limit(MAX_FIELD_CHARS)
     rows: list[dict[str, Any]] = []
     places: list[int] = []
+    start = 1  # the line the record being read starts on
     try:
         header = next(reader, None)
         if header is None or not any(h.strip() for h in header):
@@ -205,7 +209,7 @@ def _read_parquet(p: Path) -> Table:
 
     try:
         table = pq.read_table(p)
-    except Exception as err:  # pyarrow raises several unrelated types for a bad file
+    except Exception as err:  # noqa: BLE001 - pyarrow raises several unrelated types for a bad file
         raise DataError(f"{p}: not a readable Parquet file ({err})") from None
     names = table.column_names
     dupes = sorted({n for n in names if names.count(n) > 1})
@@ -225,7 +229,7 @@ def _read_saved_dataset(p: Path) -> Table:
 
     try:
         ds = datasets.load_from_disk(str(p))
-    except Exception as err:  # FileNotFoundError or datasets' own errors for a non-dataset folder
+    except Exception as err:  # noqa: BLE001 - FileNotFoundError or datasets' own errors for a non-dataset folder
         raise DataError(f"{p}: a folder, but not one saved by datasets' save_to_disk ({err})") from None
     if isinstance(ds, datasets.DatasetDict):
         raise DataError(f"{p}: holds several splits ({', '.join(ds)}); name one, e.g. {p / next(iter(ds))}")
@@ -244,7 +248,7 @@ def _read_hub_dataset(spec: str) -> Table:
         )
     try:
         ds = datasets.load_dataset(name, split=split or "train")
-    except Exception as err:  # offline, unknown name, unknown split: all end here
+    except Exception as err:  # noqa: BLE001 - offline, unknown name, unknown split: all end here
         raise DataError(
             f"{spec}: no such local file, and loading it as a hub dataset (name {name!r}, split "
             f"{split or 'train'!r}) failed: {err}"

@@ -10,8 +10,8 @@ from torch import nn
 
 from lmtune.data.classification import LabelSpace
 from lmtune.eval.metrics import multi_label_metrics, regression_metrics, single_label_metrics
+from lmtune.losses import LossFn
 from lmtune.progress import bar
-from lmtune.train.losses import LossFn
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 

@@ -39,7 +39,7 @@ def generate_texts(
             chunk = order[start : start + batch_size]
             enc = tokenizer([prompts[i] for i in chunk], return_tensors="pt", padding=True,
                             add_special_tokens=add_special_tokens).to(device)
-            out = model.generate(**enc, **options)  # (B, prompt + new)
+            out = getattr(model, "generate")(**enc, **options)  # (B, prompt + new); a transformers model
             # A decoder-only model returns prompt + reply; an encoder-decoder returns the reply alone.
             new = out if getattr(model.config, "is_encoder_decoder", False) else out[:, enc["input_ids"].shape[1]:]
             for i, row in zip(chunk, new):

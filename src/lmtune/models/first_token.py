@@ -44,12 +44,14 @@ def trim_last_block(model: nn.Module) -> bool:
     Accepts a PEFT-wrapped model. Returns whether the hook is in place (False for models whose
     head reads other positions, such as decoders that read the last token).
     """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base: nn.Module = getattr(model, "get_base_model")() if hasattr(model, "get_base_model") else model
     config = getattr(base, "config", None)
     child = FEED_FORWARD_INPUT.get(getattr(config, "model_type", ""))
     if child is None or not type(base).__name__.endswith("ForSequenceClassification"):
         return False
-    last = base.get_submodule(find_parts(base).blocks_path)[-1]
+    blocks = base.get_submodule(find_parts(base).blocks_path)
+    assert isinstance(blocks, nn.ModuleList)
+    last = blocks[-1]
     target = getattr(last, child, None)
     if not isinstance(target, nn.Module):
         return False

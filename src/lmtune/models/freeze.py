@@ -7,9 +7,9 @@ import re
 
 from torch import nn
 
-from lmtune.config import FREEZE_DEFAULT_BLOCKS, MethodConfig
 from lmtune.errors import ConfigError
 from lmtune.models.parts import Parts, find_parts
+from lmtune.schema import FREEZE_DEFAULT_BLOCKS, MethodConfig
 
 log = logging.getLogger("lmtune")
 

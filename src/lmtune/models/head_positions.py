@@ -21,7 +21,7 @@ from torch import nn
 
 class HeadPositions:
     def __init__(self, model: nn.Module):
-        head = model.get_output_embeddings()
+        head = getattr(model, "get_output_embeddings")()  # a transformers model (or PEFT-wrapped one)
         if head is None:
             raise ValueError(f"{type(model).__name__} has no output embeddings to restrict")
         self.mask: torch.Tensor | None = None  # (B, T) bool

@@ -6,14 +6,17 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from lmtune.config import ModelConfig
 from lmtune.errors import ModelError
 from lmtune.hub import hub_unreachable, looks_like_local_path
+from lmtune.schema import ModelConfig
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 log = logging.getLogger("lmtune")
 
@@ -91,7 +94,7 @@ def load_tokenizer(cfg: ModelConfig) -> Any:
     source = ModelSource.from_config(cfg)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source.path, **source.kwargs(cfg))
-    except Exception as err:  # transformers raises OSError, ValueError, KeyError... for a bad source
+    except Exception as err:  # noqa: BLE001 - transformers raises OSError, ValueError, KeyError... for a bad source
         raise _explain(err, source, "tokenizer") from None
     if tokenizer.pad_token is None:
         # Decoders (GPT-2, Llama) have no pad token: reuse EOS. Padding is masked out by the
@@ -118,13 +121,13 @@ def effective_max_length(cfg: ModelConfig, tokenizer: Any, model_config: Any) ->
 
 def load_classifier(
     cfg: ModelConfig, tokenizer: Any, label_names: list[str], problem_type: str, dtype: torch.dtype = torch.float32
-) -> nn.Module:
+) -> PreTrainedModel:
     """A sequence-classification model with a fresh head of the right size, in fp32 by default."""
     from transformers import AutoModelForSequenceClassification
 
     num_labels = max(len(label_names), 1)
     id2label = {i: name for i, name in enumerate(label_names)} if label_names else {0: "score"}
-    model = _from_pretrained(
+    model = from_pretrained(
         AutoModelForSequenceClassification, cfg, dtype,
         num_labels=num_labels, id2label=id2label, label2id={v: k for k, v in id2label.items()},
         problem_type=problem_type, ignore_mismatched_sizes=True,
@@ -133,22 +136,22 @@ def load_classifier(
     return model
 
 
-def load_causal_lm(cfg: ModelConfig, tokenizer: Any, dtype: torch.dtype = torch.float32) -> nn.Module:
+def load_causal_lm(cfg: ModelConfig, tokenizer: Any, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
     """A decoder with its pretrained language-model head, in fp32 by default."""
     from transformers import AutoModelForCausalLM
 
-    model = _from_pretrained(AutoModelForCausalLM, cfg, dtype)
+    model = from_pretrained(AutoModelForCausalLM, cfg, dtype)
     model.config.pad_token_id = tokenizer.pad_token_id
     if getattr(model, "generation_config", None) is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model
 
 
-def load_seq2seq_lm(cfg: ModelConfig, tokenizer: Any, dtype: torch.dtype = torch.float32) -> nn.Module:
+def load_seq2seq_lm(cfg: ModelConfig, tokenizer: Any, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
     """An encoder-decoder (T5, BART, Marian) with its pretrained generation head, in fp32 by default."""
     from transformers import AutoModelForSeq2SeqLM
 
-    return _from_pretrained(AutoModelForSeq2SeqLM, cfg, dtype)
+    return from_pretrained(AutoModelForSeq2SeqLM, cfg, dtype)
 
 
 def is_encoder_decoder(cfg: ModelConfig) -> bool:
@@ -158,12 +161,16 @@ def is_encoder_decoder(cfg: ModelConfig) -> bool:
     source = ModelSource.from_config(cfg)
     try:
         config = AutoConfig.from_pretrained(source.path, **source.kwargs(cfg))
-    except Exception as err:  # as in _from_pretrained: one clear message for every kind of bad source
+    except Exception as err:  # noqa: BLE001 - as in from_pretrained: one clear message for every kind of bad source
         raise _explain(err, source, "model config") from None
     return bool(getattr(config, "is_encoder_decoder", False))
 
 
-def _from_pretrained(auto_class: Any, cfg: ModelConfig, dtype: torch.dtype, **extra: Any) -> nn.Module:
+def from_pretrained(auto_class: Any, cfg: ModelConfig, dtype: torch.dtype = torch.float32, **extra: Any) -> PreTrainedModel:
+    """`auto_class` (an AutoModelFor... class) from the config's model: a folder, hub id or GGUF file, safetensors only.
+
+    Every task loads its model through this, so each failure gets one clear message.
+    """
     from transformers import GgufConfig
 
     source = ModelSource.from_config(cfg)
@@ -175,7 +182,7 @@ def _from_pretrained(auto_class: Any, cfg: ModelConfig, dtype: torch.dtype, **ex
         kwargs["use_safetensors"] = _has_safetensors(source.path)
     try:
         model = auto_class.from_pretrained(source.path, dtype=dtype, **kwargs, **extra)
-    except Exception as err:  # many exception types for bad sources; all become one clear message
+    except Exception as err:  # noqa: BLE001 - many exception types for bad sources; all become one clear message
         raise _explain(err, source, "model") from None
     return model
 
@@ -197,3 +204,8 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     return trainable, total
+
+
+def default_device() -> str:
+    """Where a loaded model runs unless told otherwise: the GPU when there is one."""
+    return "cuda" if torch.cuda.is_available() else "cpu"

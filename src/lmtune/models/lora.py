@@ -1,4 +1,4 @@
-"""LoRA adapters through PEFT: low-rank updates on the blocks' linear layers; a new head trains fully."""
+"""LoRA and DoRA adapters through PEFT: low-rank updates on the blocks' linear layers; a new head trains fully."""
 
 from __future__ import annotations
 
@@ -6,16 +6,19 @@ from typing import Any
 
 from torch import nn
 
-from lmtune.config import MethodConfig
 from lmtune.errors import ConfigError
 from lmtune.models.parts import adaptable_linear_names, find_parts
+from lmtune.schema import MethodConfig
 
 
-def apply_lora(model: nn.Module, cfg: MethodConfig, task_type: str = "SEQ_CLS", new_head: list[str] | None = None) -> nn.Module:
+def apply_lora(
+    model: nn.Module, cfg: MethodConfig, task_type: str = "SEQ_CLS", new_head: list[str] | None = None, dora: bool = False,
+) -> nn.Module:
     """Wrap the model with a LoRA adapter; returns the PEFT model.
 
     `new_head`: freshly initialised modules (a classifier) that train fully and are saved with the
     adapter. A pretrained language-model head is not among them: it stays frozen like the body.
+    `dora`: weight-decomposed LoRA, which also learns each output channel's magnitude.
     """
     from peft import LoraConfig, TaskType, get_peft_model
 
@@ -28,12 +31,18 @@ def apply_lora(model: nn.Module, cfg: MethodConfig, task_type: str = "SEQ_CLS", 
     lora = LoraConfig(
         task_type=TaskType[task_type],
         r=cfg.lora_rank,
-        lora_alpha=cfg.lora_alpha,
+        lora_alpha=cfg.lora_alpha,  # type: ignore[arg-type]  # PEFT annotates an int; it scales by alpha / r, a float
         lora_dropout=cfg.lora_dropout,
         target_modules=targets,
         modules_to_save=new_head or None,
+        use_dora=dora,
     )
     try:
         return get_peft_model(model, lora)
     except ValueError as err:  # PEFT's message for target modules that match nothing
         raise ConfigError(f"method.lora_target_modules={cfg.lora_target_modules}: {err}") from None
+
+
+def apply_dora(model: nn.Module, cfg: MethodConfig, task_type: str = "SEQ_CLS", new_head: list[str] | None = None) -> nn.Module:
+    """Wrap the model with a DoRA adapter (LoRA's options; the magnitudes train too); returns the PEFT model."""
+    return apply_lora(model, cfg, task_type, new_head, dora=True)

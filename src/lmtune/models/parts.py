@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from lmtune.errors import ModelError
@@ -39,7 +40,7 @@ def find_parts(model: nn.Module) -> Parts:
     if base is not None and getattr(base, "pooler", None) is not None:
         head.append(f"{prefix}.pooler")  # feeds the classifier directly; trains with it
     embeddings = []
-    for name, module in model.named_modules():
+    for name, _module in model.named_modules():
         if name.split(".")[-1] == "embeddings" and not name.startswith(blocks_path):
             embeddings = [name]
             break
@@ -57,3 +58,48 @@ def adaptable_linear_names(model: nn.Module, blocks_path: str) -> list[str]:
         if isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D":
             names.append(name)
     return names
+
+
+# Attention key and value projections by their leaf names across architectures (BERT/RoBERTa,
+# Llama/Mistral/Qwen/BART, T5, DistilBERT), and the fused query-key-value projections some
+# architectures have instead (GPT-2, GPT-NeoX/Falcon, Phi-3, MPT). Nothing in a layer's shape tells
+# a key projection from a query projection, so these are names; the feed-forward outputs are found
+# by shape.
+KEY_VALUE_NAMES = ("key", "value", "k_proj", "v_proj", "k", "v", "k_lin", "v_lin")
+FUSED_QKV_NAMES = ("c_attn", "query_key_value", "qkv_proj", "Wqkv")
+
+
+def _linear_shape(module: nn.Module) -> tuple[int, int] | None:
+    """(in_features, out_features) of nn.Linear or GPT-2's Conv1D (which stores its weight as (in, out))."""
+    if isinstance(module, nn.Linear):
+        return module.in_features, module.out_features
+    if type(module).__name__ == "Conv1D":
+        weight = module.weight
+        assert isinstance(weight, torch.Tensor)
+        fan_in, fan_out = weight.shape
+        return fan_in, fan_out
+    return None
+
+
+def ia3_target_names(model: nn.Module, blocks_path: str) -> tuple[list[str], list[str]]:
+    """(IA)^3 targets in every block: (the key/value and feed-forward output linears, the latter alone).
+
+    A block's feed-forward output layers are its linears with the widest input, wider than their
+    output (BERT's output.dense, GPT-2's mlp.c_proj, Llama's down_proj). Where a block has no
+    separate key and value projections, its fused query-key-value projection stands for them.
+    Returns empty lists when a block lacks either kind.
+    """
+    targets: list[str] = []
+    feedforward: list[str] = []
+    for index, block in enumerate(model.get_submodule(blocks_path).children()):
+        prefix = f"{blocks_path}.{index}."
+        shapes = {name: shape for name, module in block.named_modules() if (shape := _linear_shape(module)) is not None}
+        leaf = {name: name.rsplit(".", 1)[-1] for name in shapes}
+        key_value = [n for n in shapes if leaf[n] in KEY_VALUE_NAMES] or [n for n in shapes if leaf[n] in FUSED_QKV_NAMES]
+        widest = max((fan_in for fan_in, _ in shapes.values()), default=0)
+        ffn_out = [n for n, (fan_in, fan_out) in shapes.items() if fan_in == widest and fan_in > fan_out]
+        if not key_value or not ffn_out:
+            return [], []
+        targets += [prefix + n for n in key_value + ffn_out]
+        feedforward += [prefix + n for n in ffn_out]
+    return targets, feedforward

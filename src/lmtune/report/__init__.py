@@ -1,5 +1,5 @@
-"""Run reports: `report.md` with plots, written at the end of every run and by `lmtune report RUN`."""
+"""report.md: what a run did and how good it got, rebuilt from its run folder."""
 
-from lmtune.report.markdown import REPORT_FILE, write_report
+from lmtune.report.markdown import write_report
 
-__all__ = ["REPORT_FILE", "write_report"]
+__all__ = ["write_report"]

@@ -6,13 +6,13 @@ import math
 from pathlib import Path
 from typing import Any
 
-from lmtune.report.figures import new_figure, save_png
+from lmtune.figures.canvas import new_figure, save_png
 
 
-def write_plots(study: Any, out: Path, metric: str) -> list[Path]:
+def write_plots(study: Any, folder: Path, metric: str) -> list[Path]:
+    """The plots, in `folder`."""
     import optuna
 
-    folder = out / "plots"
     folder.mkdir(exist_ok=True)
     trials = study.get_trials(deepcopy=False)
     done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -74,7 +74,7 @@ def write_plots(study: Any, out: Path, metric: str) -> list[Path]:
         numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v, _ in everything)
         labels = [] if numeric else sorted({str(v) for v, _ in everything})
 
-        def position(value: Any) -> Any:
+        def position(value: Any, numeric: bool = numeric, labels: list[str] = labels) -> Any:
             return value if numeric else labels.index(str(value))
 
         values = [v for v, _ in everything]

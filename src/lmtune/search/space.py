@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lmtune.config import Config, ParamSpec, _section_of, build_config, merge_dicts, nest_keys
+from lmtune.config import Config, ParamSpec, build_config, merge_dicts, nest_keys, section_of
 from lmtune.errors import ConfigError
 
 
@@ -14,8 +14,8 @@ def check_space(base: Config) -> None:
     plain = base.model_dump(mode="json")
     for key, spec in base.search.space.items():
         *sections, name = key.split(".")
-        section = _section_of(tuple(sections))
-        if section is None or name not in section.model_fields or key.startswith("search.") or _section_of((*sections, name)):
+        section = section_of(tuple(sections), type(base))
+        if section is None or name not in section.model_fields or key.startswith("search.") or section_of((*sections, name), type(base)):
             raise ConfigError(f"search.space: {key!r} is not a config key one can search (e.g. train.learning_rate, method.name)")
         if spec.type == "categorical":
             values = list(spec.choices or [])
@@ -66,7 +66,7 @@ def grid(base: Config) -> dict[str, list[Any]]:
         assert spec.low is not None and spec.high is not None
         values, v = [], spec.low
         while v <= spec.high + 1e-12:
-            values.append(int(round(v)) if spec.type == "int" else v)
+            values.append(round(v) if spec.type == "int" else v)
             v += spec.step
         out[key] = values
     return out

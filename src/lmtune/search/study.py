@@ -15,15 +15,16 @@ import math
 import multiprocessing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from lmtune.config import LOWER_IS_BETTER, Config, build_config, load_config, merge_dicts, nest_keys
 from lmtune.errors import ConfigError, LmtuneError, SearchFailed, TrainingError
-from lmtune.models.saving import csv_text, write_text
+from lmtune.files import csv_text, write_text
 from lmtune.paths import check_creatable
 from lmtune.progress import bar
+from lmtune.run_dir import SearchDir
 from lmtune.search.space import check_space, grid, sample
 from lmtune.tasks import build_task
 
@@ -56,7 +57,7 @@ def search(config: Config | dict | str | Path, *, workers: int = 1) -> SearchSum
     check_creatable(out, "output.dir")
     metric, direction = resolve_objective(base)
     out.mkdir(parents=True, exist_ok=True)
-    storage = base.search.storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    storage = base.search.storage or f"sqlite:///{SearchDir(out).study_db.resolve()}"
     _route_optuna_logs()
     study = optuna.create_study(
         study_name=base.search.study_name, storage=storage, load_if_exists=True, direction=direction,
@@ -135,17 +136,18 @@ class _NoTrialTracebacks(logging.Filter):
         return not (message.startswith("Trial ") and " failed with " in message)
 
 
-def resolve_objective(base: Config) -> tuple[str, str]:
+def resolve_objective(base: Config) -> tuple[str, Literal["maximize", "minimize"]]:
     """The metric to optimize and its direction; `auto` asks the task, which reads the data to know its labels."""
     metric = base.search.metric
-    direction = base.search.direction
+    if base.search.direction != "auto":
+        direction: Literal["maximize", "minimize"] = base.search.direction
     if metric == "auto":
         task = build_task(base)
         task.load_data()  # also checks the data once, before any trial
         metric = task.metric
-        if direction == "auto":
+        if base.search.direction == "auto":
             direction = "maximize" if task.greater_is_better else "minimize"
-    if direction == "auto":
+    elif base.search.direction == "auto":
         direction = "minimize" if metric in LOWER_IS_BETTER else "maximize"
     return metric, direction
 
@@ -197,7 +199,7 @@ def run_trial(trial: Any, base: Config, metric: str, failures: dict[str, int] | 
     from lmtune.train.loop import train
 
     params = sample(trial, base)
-    folder = Path(base.output.dir) / "trials" / f"trial-{trial.number:04d}"
+    folder = SearchDir(base.output.dir).trial(trial.number).path
     cfg = run_config(base, params, folder, f"trial {trial.number}")
     trial.set_user_attr("run_dir", str(folder))
     log.info("trial %d: %s", trial.number, ", ".join(f"{k}={v}" for k, v in params.items()))
@@ -246,13 +248,13 @@ def write_outputs(study: Any, base: Config, metric: str) -> SearchSummary:
 
     from lmtune.search.plots import write_plots
 
-    out = Path(base.output.dir)
+    out = SearchDir(base.output.dir)
     trials = study.get_trials(deepcopy=False)
     names = sorted({k for t in trials for k in t.params})
     rows = [{"number": t.number, "state": t.state.name.lower(), metric: t.value if t.values else None,
              "seconds": round(t.duration.total_seconds(), 1) if t.duration else None, **{k: t.params.get(k) for k in names},
              "run_dir": t.user_attrs.get("run_dir")} for t in trials]
-    write_text(out / "trials.csv", csv_text(rows, ["number", "state", metric, "seconds", *names, "run_dir"]))
+    write_text(out.trials_file, csv_text(rows, ["number", "state", metric, "seconds", *names, "run_dir"]))
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     counts: dict[str, int] = {}
     for t in trials:
@@ -260,12 +262,12 @@ def write_outputs(study: Any, base: Config, metric: str) -> SearchSummary:
     best = None
     if complete:
         best = min(complete, key=lambda t: t.value) if study.direction.name == "MINIMIZE" else max(complete, key=lambda t: t.value)
-        best_cfg = run_config(base, best.params, out / "best", f"trial {best.number}")
+        best_cfg = run_config(base, best.params, out.best_run.path, f"trial {best.number}")
         best_cfg.output.overwrite = base.output.overwrite  # retraining never replaces a run unless the base says so
-        write_text(out / "best.yaml", f"# best of {len(complete)} complete trials: trial {best.number}, "
+        write_text(out.best_config_file, f"# best of {len(complete)} complete trials: trial {best.number}, "
                                       f"{metric}={best.value:.6g}\n" + best_cfg.to_yaml())
-        write_plots(study, out, metric)
-    return SearchSummary(out, metric, study.direction.name.lower(), best.value if best else None,
+        write_plots(study, out.plots, metric)
+    return SearchSummary(out.path, metric, study.direction.name.lower(), best.value if best else None,
                          dict(best.params) if best else {}, best.number if best else None, counts)
 
 

@@ -9,25 +9,39 @@ unit count, so that gradient accumulation and several processes weight every uni
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset
 
-from lmtune.config import Config
+from lmtune.schema import Config
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+    from transformers import PreTrainedTokenizerBase
+
+
+class TokenDataset(Protocol):
+    """Encoded examples: what the samplers (`lengths`, in tokens) and the loaders read."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, i: int) -> dict[str, Any]: ...
+
+    @property
+    def lengths(self) -> list[int]: ...
 
 
 @dataclass
 class Splits:
     """Encoded datasets; validation is None when a generative run evaluates nothing."""
 
-    train: Dataset
-    validation: Dataset | None
-    test: Dataset | None = None
+    train: TokenDataset
+    validation: TokenDataset | None
+    test: TokenDataset | None = None
 
 
 @dataclass
@@ -38,8 +52,16 @@ class Evaluation:
     predictions: Callable[[], list[dict[str, Any]]] | None = None
 
 
+Batch = dict[str, torch.Tensor]
+
+
 class Task(Protocol):
-    cfg: Config
+    """One run's task: everything the loop (train/loop.py) and the stepper (train/step.py) use."""
+
+    @property
+    def cfg(self) -> Config:
+        """The run's config, of the task's own Config class."""
+
     metric: str  # picks the best model
     greater_is_better: bool
     new_head: list[str]  # module names of a freshly initialised head (trained by every method)
@@ -47,31 +69,91 @@ class Task(Protocol):
     def load_data(self) -> None:
         """Read and check every split; raise DataError naming file and row."""
 
-    def load_model(self, tokenizer: Any) -> nn.Module:
+    def load_model(self, tokenizer: PreTrainedTokenizerBase) -> nn.Module:
         """The pretrained model with the head this task needs, in fp32."""
 
-    def peft_task_type(self) -> str: ...
+    def peft_task_type(self) -> str:
+        """PEFT's TaskType name for this task's model (SEQ_CLS, CAUSAL_LM, ...)."""
 
     def prepare_model(self, model: nn.Module) -> None:
         """Last changes after the method was applied (e.g. skip work the loss never reads)."""
 
-    def encode(self, tokenizer: Any, max_length: int) -> Splits: ...
+    def encode(self, tokenizer: PreTrainedTokenizerBase, max_length: int) -> Splits: ...
 
     def data_fingerprint(self) -> Any:
-        """What resume compares to tell whether the data is the same."""
+        """What resume compares to tell whether the data is the same (any JSON-able value)."""
 
-    def collate(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]: ...
+    def collate(self, items: list[dict[str, Any]]) -> Batch:
+        """A batch with at least input_ids and attention_mask (the loop counts examples and tokens from them)."""
 
-    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
         """The loss summed over the batch's units, and the number of units."""
 
-    def units(self, batch: dict[str, torch.Tensor]) -> int: ...
+    def units(self, batch: Batch) -> int: ...
 
-    def evaluate(self, model: nn.Module, loader: Any, accelerator: Any, generate: bool, split: str = "validation") -> Evaluation:
+    def evaluate(self, model: nn.Module, loader: Iterable[Batch], accelerator: Accelerator | None, generate: bool,
+                 split: str = "validation") -> Evaluation:
         """Score the examples of `split` (validation or test) that the loader holds."""
 
     def meta(self, max_length: int) -> dict[str, Any]:
         """What a saved model needs to be used later (labels, columns, templates)."""
+
+
+class Predictor(Protocol):
+    """A saved model ready to use: what `lmtune.load()` returns for a task."""
+
+    @property
+    def model(self) -> nn.Module: ...
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase: ...
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """Its lmtune.json."""
+
+    @property
+    def folder(self) -> Path | None:
+        """The folder it was loaded from (None: a base model, not an lmtune one)."""
+
+    def evaluate(self, path: str, batch_size: int = 32, **options: Any) -> dict[str, Any]:
+        """Score the model on a labelled data file read as in training."""
+
+
+class TaskClass(Protocol):
+    """What a task's class declares besides its instances: the registry (tasks/__init__.py) holds these."""
+
+    # Declared as ClassVars by the task classes; plain members here, as a class object matches only those.
+    name: str  # the config's `task`
+    config_class: type[Config]  # its Config subclass, with its own `data` section
+    predict_inputs: dict[str, str]  # fields `lmtune predict` takes (--NAME), with their help
+
+    def __call__(self, cfg: Config) -> Task: ...
+
+    def load_predictor(self, folder: Path, meta: dict[str, Any], device: str) -> Predictor:
+        """The saved model in `folder` (its lmtune.json is `meta`), on `device`."""
+
+    def report(self, run: RunRecord, plots: Path) -> tuple[str, list[Path]]:
+        """Markdown the report adds for this task, and the plot files it drew in `plots`."""
+
+
+class RunRecord(Protocol):
+    """What a finished or stopped run's report reads (report/markdown.py builds it from the run folder)."""
+
+    cfg: Config
+    history: list[dict[str, Any]]  # metrics.jsonl
+    result: dict[str, Any] | None  # metrics.json, once the run finished
+    meta: dict[str, Any] | None  # lmtune.json of the saved model
+    predictions: list[dict[str, str]]  # validation_predictions.csv
+
+    @property
+    def folder(self) -> Path: ...
+
+    @property
+    def evals(self) -> list[dict[str, Any]]: ...
+
+    @property
+    def best_step(self) -> int | None: ...
 
 
 def base_model_record(cfg: Config) -> dict[str, Any]:

@@ -9,16 +9,25 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
-from lmtune.config import LOWER_IS_BETTER, Config
 from lmtune.data.batching import EncodedDataset, LabelsCollator
 from lmtune.data.chat import IGNORE, encode, has_chat_template, render_prompt
-from lmtune.data.generative import Conversations, GenerativeData, hold_out, load_generative_data, text_blocks
+from lmtune.data.generative import (
+    CausalLMSection,
+    Conversations,
+    GenerativeData,
+    GenerativeSection,
+    hold_out,
+    load_generative_data,
+    text_blocks,
+)
 from lmtune.data.packing import collate_packed, pack, packing_unsupported_reason
 from lmtune.errors import ConfigError, DataError
 from lmtune.eval.generation import Sampling, generate_texts
@@ -26,7 +35,9 @@ from lmtune.eval.text_metrics import perplexity, qa_metrics
 from lmtune.models.head_positions import HeadPositions
 from lmtune.models.loading import load_causal_lm
 from lmtune.progress import bar
-from lmtune.tasks.base import Evaluation, Splits, base_model_record
+from lmtune.schema import LOWER_IS_BETTER, Config
+from lmtune.tasks.base import Evaluation, RunRecord, Splits, TokenDataset, base_model_record
+from lmtune.tasks.generator import Generator, load_generator
 
 log = logging.getLogger("lmtune")
 
@@ -35,11 +46,26 @@ def next_token_targets(labels: torch.Tensor) -> torch.Tensor:
     return F.pad(labels[:, 1:], (0, 1), value=IGNORE)
 
 
+class GenerativeConfig(Config):
+    """What the tasks that write text share: a data section with the decoder-only training options."""
+
+    data: GenerativeSection = Field(default_factory=GenerativeSection)
+
+
+class CausalLMConfig(GenerativeConfig):
+    task: Literal["causal_lm"] = "causal_lm"
+    data: CausalLMSection = Field(default_factory=CausalLMSection)
+
+
 class CausalLMTask:
+    name: ClassVar[str] = "causal_lm"
+    config_class: ClassVar[type[Config]] = CausalLMConfig
+    predict_inputs: ClassVar[dict[str, str]] = {}  # replies come from `lmtune generate` and `lmtune chat`
     generation_metrics = ("exact_match", "f1")  # scores of generated replies (eval.generate)
 
     def __init__(self, cfg: Config):
-        self.cfg = cfg
+        assert isinstance(cfg, GenerativeConfig)
+        self.cfg: GenerativeConfig = cfg
         self.data: GenerativeData | None = None
         self.new_head: list[str] = []  # the LM head is pretrained: it is not forced to train
         self.metric, self.greater_is_better = "loss", False
@@ -66,6 +92,7 @@ class CausalLMTask:
         self.metric, self.greater_is_better = name, name not in LOWER_IS_BETTER
 
     def read_data(self) -> GenerativeData:
+        assert isinstance(self.cfg.data, CausalLMSection)
         return load_generative_data(self.cfg.data, self.cfg.train.seed)
 
     def use_tokenizer(self, tokenizer: Any) -> None:
@@ -99,10 +126,11 @@ class CausalLMTask:
             test = _blocks_dataset(text_blocks(tokenizer, data.test, max_length)) if data.test else None  # type: ignore[arg-type]
             return Splits(_blocks_dataset(train_blocks), _blocks_dataset(val_blocks) if val_blocks else None, test)
         self._eval_conversations = data.validation  # type: ignore[assignment]
-        train = self._conversations(data.train, max_length, "train")  # type: ignore[arg-type]
+        examples = self._conversations(data.train, max_length, "train")  # type: ignore[arg-type]
+        train: TokenDataset = examples
         if self.cfg.data.packing:  # evaluation stays unpacked: its loss is the same either way
-            rows = pack(list(zip(train.input_ids, train.targets)), max_length)
-            log.info("packing: %d training examples in %d rows of up to %d tokens", len(train), len(rows), max_length)
+            rows = pack(list(zip(examples.input_ids, examples.targets)), max_length)
+            log.info("packing: %d training examples in %d rows of up to %d tokens", len(examples), len(rows), max_length)
             train = PackedRows(rows)
         val = self._conversations(data.validation, max_length, "validation") if data.validation else None  # type: ignore[arg-type]
         test = self._conversations(data.test, max_length, "test") if data.test else None  # type: ignore[arg-type]
@@ -226,6 +254,15 @@ class CausalLMTask:
         adds its special tokens (a chat template writes its own)."""
         texts = [render_prompt(self.tokenizer, _before_last_reply(m)) for m in conversations]
         return texts, not has_chat_template(self.tokenizer)
+
+    @classmethod
+    def load_predictor(cls, folder: Path, meta: dict[str, Any], device: str) -> Generator:
+        return load_generator(folder, folder, meta, cls, device)
+
+    @classmethod
+    def report(cls, run: RunRecord, plots: Path) -> tuple[str, list[Path]]:
+        """Nothing beyond the common sections: generated replies are shown from samples.jsonl."""
+        return "", []
 
     def meta(self, max_length: int) -> dict[str, Any]:
         assert self.data is not None

@@ -4,22 +4,40 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import torch
+from pydantic import Field, model_validator
 from torch import nn
 
-from lmtune.config import LOWER_IS_BETTER, Config
-from lmtune.data.batching import EncodedDataset, PadCollator, encode_texts
-from lmtune.data.classification import ClassificationData, Examples, LabelSpace, load_classification_data
-from lmtune.errors import ConfigError
+from lmtune.data.batching import EncodedDataset, LengthGroupedBatchSampler, PadCollator, encode_texts
+from lmtune.data.classification import (
+    ClassificationData,
+    ClassificationSection,
+    Examples,
+    LabelSpace,
+    check_known_labels,
+    load_classification_data,
+    read_examples,
+    read_texts,
+    with_label_type,
+)
+from lmtune.errors import ConfigError, DataError
 from lmtune.eval.evaluate import model_inputs, predict_scores, score
+from lmtune.figures.curves import confusion_plot, roc_pr_plots
+from lmtune.figures.markdown import image, number, table
+from lmtune.losses import build_loss
 from lmtune.models.first_token import trim_last_block
 from lmtune.models.loading import load_classifier
 from lmtune.models.parts import find_parts
-from lmtune.tasks.base import Evaluation, Splits, base_model_record
-from lmtune.train.losses import build_loss
+from lmtune.models.saving import base_model_config
+from lmtune.schema import LOWER_IS_BETTER, Config
+from lmtune.tasks.base import Evaluation, RunRecord, Splits, base_model_record
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger("lmtune")
 
@@ -32,7 +50,20 @@ DEFAULT_METRIC = {"single": "accuracy", "multi": "f1_micro", "regression": "mse"
 PROBLEM_TYPES = {"single": "single_label_classification", "multi": "multi_label_classification", "regression": "regression"}
 
 
-def resolve_metric(cfg: Config, label_type: str) -> tuple[str, bool]:
+class ClassificationConfig(Config):
+    task: Literal["classification"] = "classification"
+    data: ClassificationSection = Field(default_factory=ClassificationSection)
+
+    @model_validator(mode="after")
+    def _classifier_checks(self) -> ClassificationConfig:
+        if self.data.validation_split == 0 and not self.data.validation:
+            raise ValueError("data.validation_split=0 leaves a classifier nothing to evaluate on; give data.validation or a split > 0")
+        if self.eval.generate:
+            raise ValueError("eval.generate applies to tasks that generate text (causal_lm, translation); task is classification")
+        return self
+
+
+def resolve_metric(cfg: ClassificationConfig, label_type: str) -> tuple[str, bool]:
     """The metric that picks the best model, and whether greater is better."""
     name = DEFAULT_METRIC[label_type] if cfg.eval.metric == "auto" else cfg.eval.metric
     if name not in METRICS[label_type]:
@@ -44,8 +75,13 @@ def resolve_metric(cfg: Config, label_type: str) -> tuple[str, bool]:
 
 
 class ClassificationTask:
+    name: ClassVar[str] = "classification"
+    config_class: ClassVar[type[Config]] = ClassificationConfig
+    predict_inputs: ClassVar[dict[str, str]] = {"text": "a text to classify (repeatable)"}
+
     def __init__(self, cfg: Config):
-        self.cfg = cfg
+        assert isinstance(cfg, ClassificationConfig)
+        self.cfg: ClassificationConfig = cfg
         self.data: ClassificationData | None = None
         self.new_head: list[str] = []
         self.metric, self.greater_is_better = "", True
@@ -137,6 +173,35 @@ class ClassificationTask:
             rows.append(row)
         return rows
 
+    @classmethod
+    def report(cls, run: RunRecord, plots: Path) -> tuple[str, list[Path]]:
+        """Per-label scores and the confusion matrix of the kept model; ROC and precision-recall curves for two labels."""
+        best_step = run.best_step
+        source = next((e for e in run.evals if e["step"] == best_step), None) or (run.evals[-1] if run.evals else None)
+        if source is None or "confusion_matrix" not in source:
+            return "", []
+        names = (run.meta or {}).get("labels") or [str(i) for i in range(len(source["confusion_matrix"]))]
+        parts = ["## Errors of the kept model"]
+        if source.get("per_class"):
+            rows = [(str(name), number(c["precision"]), number(c["recall"]), number(c["f1"]), f"{c['support']:,}")
+                    for name, c in source["per_class"].items()]
+            parts.append(table(["Label", "Precision", "Recall", "F1", "Support"], rows))
+        title = f"Confusion matrix, validation, step {source['step']}"
+        written = [confusion_plot(source["confusion_matrix"], [str(n) for n in names], title, plots / "confusion_matrix.png")]
+        parts.append(image(title, written[0], run.folder))
+        predictions = run.predictions
+        if len(names) == 2 and predictions and all(r.get("step") == str(source["step"]) for r in predictions):
+            truth = np.array([r["label"] == str(names[1]) for r in predictions], dtype=np.int64)
+            if 0 < truth.sum() < len(truth):
+                scores = np.array([float(r[f"p_{names[1]}"]) for r in predictions])
+                roc, pr, roc_auc, ap = roc_pr_plots(truth, scores, str(names[1]), plots)
+                written += [roc, pr]
+                parts += [image("ROC curve", roc, run.folder), image("Precision-recall curve", pr, run.folder)]
+                parts.append(f"ROC-AUC {roc_auc:.4f}, average precision {ap:.4f} (positive label: {names[1]}).")
+        if predictions:
+            parts.append("Every validation example with its prediction is in `validation_predictions.csv`.")
+        return "\n\n".join(parts), written
+
     def meta(self, max_length: int) -> dict[str, Any]:
         d = self.cfg.data
         return {
@@ -153,3 +218,107 @@ class ClassificationTask:
             "method": self.cfg.method.name,
             "base_model": base_model_record(self.cfg),
         }
+
+    @classmethod
+    def load_predictor(cls, folder: Path, meta: dict[str, Any], device: str) -> Classifier:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        if meta.get("adapter"):
+            from peft import PeftModel
+
+            base = load_classifier(base_model_config(meta), tokenizer, meta["labels"], meta["problem_type"])
+            model = PeftModel.from_pretrained(base, folder)
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=True, dtype=torch.float32)
+        trim_last_block(model)
+        return Classifier(model.to(device), tokenizer, meta, folder)
+
+
+class Classifier:
+    """A fine-tuned classifier: `predict(texts)` gives labels and class probabilities."""
+
+    def __init__(self, model: nn.Module, tokenizer: PreTrainedTokenizerBase, meta: dict[str, Any], folder: Path):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.meta = meta
+        self.folder = folder
+        self.labels = LabelSpace(meta["label_type"], meta["labels"])
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def loader(self, texts: list[str], pairs: list[str] | None, targets: list[Any] | None, batch_size: int) -> Any:
+        ids, types, _ = encode_texts(self.tokenizer, texts, pairs, self.meta["max_length"])
+        if targets is None:
+            targets = [0.0] * len(ids)
+        dataset = EncodedDataset(ids, targets, types)
+        dtype = torch.long if self.labels.label_type == "single" else torch.float32
+        sampler = LengthGroupedBatchSampler(dataset.lengths, batch_size, seed=0, shuffle=False)
+        device = self.device
+
+        def to_device(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+            return {k: v.to(device) for k, v in PadCollator(self.tokenizer.pad_token_id, dtype)(items).items()}
+
+        return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=to_device)
+
+    def scores(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 32) -> Any:
+        scores, _, _ = predict_scores(self.model, self.loader(texts, pairs, None, batch_size), self.labels.label_type)
+        return scores
+
+    def read_texts(self, path: str) -> tuple[list[str], list[str] | None]:
+        """The texts of a data file, from the columns the model was trained on."""
+        return read_texts(path, self.meta["text_column"], self.meta["text_pair_column"])
+
+    def evaluate(self, path: str, batch_size: int = 32, **options: Any) -> dict[str, Any]:
+        """Score the model on a labelled data file with the training run's columns and labels.
+
+        `options` of generating tasks (max_generate, max_new_tokens) do not apply and are ignored.
+        """
+        separator = self.meta.get("label_separator", ",")
+        columns = ClassificationSection(
+            train=path, text_column=self.meta["text_column"], text_pair_column=self.meta["text_pair_column"],
+            label_column=self.meta["label_column"], label_separator=separator,
+        )
+        examples = with_label_type(read_examples(path, columns, None), self.labels.label_type, separator)
+        check_known_labels(examples, self.labels)
+        targets = [self.labels.encode(v) for v in examples.labels]
+        loader = self.loader(examples.texts, examples.pairs, targets, batch_size)
+        scores, refs, _ = predict_scores(self.model, loader, self.labels.label_type)
+        return score(scores, refs, self.labels, self.meta.get("threshold", 0.5))
+
+    def predict(self, texts: list[str] | str, pairs: list[str] | None = None, batch_size: int = 32) -> list[dict[str, Any]]:
+        """One dict per text: label (or labels / score) and per-class probabilities."""
+        if isinstance(texts, str):
+            texts = [texts]
+        empty = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
+        if empty:
+            raise DataError(f"text {empty[0] + 1} of {len(texts)} is empty or not text ({texts[empty[0]]!r}); "
+                            f"lmtune does not classify empty texts (training refuses them too)")
+        scores = self.scores(list(texts), pairs, batch_size)
+        out: list[dict[str, Any]] = []
+        for row in scores:
+            if self.labels.label_type == "regression":
+                out.append({"score": float(row)})
+                continue
+            probs = {name: float(p) for name, p in zip(self.labels.names, row)}
+            if self.labels.label_type == "single":
+                out.append({"label": self.labels.names[int(row.argmax())], "probabilities": probs})
+            else:
+                threshold = self.meta.get("threshold", 0.5)
+                chosen = [n for n, p in probs.items() if p >= threshold]
+                out.append({"labels": chosen, "probabilities": probs})
+        return out
+
+    def read_records(self, path: str) -> list[dict[str, str]]:
+        """`lmtune predict --input`: the rows of a data file, as the fields predict_records takes."""
+        texts, pairs = self.read_texts(path)
+        if pairs is None:
+            return [{"text": t} for t in texts]
+        return [{"text": t, "text_pair": p} for t, p in zip(texts, pairs)]
+
+    def predict_records(self, records: list[dict[str, str]], batch_size: int = 32) -> list[dict[str, Any]]:
+        """`lmtune predict`: one prediction per record of `text` (and `text_pair`)."""
+        pairs = [r["text_pair"] for r in records] if records and "text_pair" in records[0] else None
+        return self.predict([r["text"] for r in records], pairs, batch_size)

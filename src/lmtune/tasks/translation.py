@@ -11,42 +11,73 @@ decoder's labels.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 from lmtune.data.batching import EncodedDataset
 from lmtune.data.chat import IGNORE
-from lmtune.data.generative import Conversations, GenerativeData, read_splits
+from lmtune.data.generative import Conversations, GenerativeData, GenerativeSection, read_splits
 from lmtune.data.readers import read_table
 from lmtune.errors import ConfigError, DataError
 from lmtune.eval.text_metrics import translation_metrics
 from lmtune.models.loading import is_encoder_decoder, load_seq2seq_lm
+from lmtune.schema import Config
 from lmtune.tasks.base import Splits
-from lmtune.tasks.causal_lm import CausalLMTask
+from lmtune.tasks.causal_lm import CausalLMTask, GenerativeConfig
 
 log = logging.getLogger("lmtune")
 
 PROMPT = "Translate the following {source} text to {target}.\n\n{{text}}"
 
 
-class TranslationTask(CausalLMTask):
-    generation_metrics = ("bleu", "chrf")
+class TranslationSection(GenerativeSection):
+    """`data` of task translation: a source text and its translation per row."""
 
-    def __init__(self, cfg: Any):
+    source_column: str = Field("source", description="Column of the text to translate.")
+    target_column: str = Field("target", description="Column of its translation.")
+    source_lang: str | None = Field(None, description="Source language name or code, e.g. English or en.")
+    target_lang: str | None = Field(None, description="Target language; zh, ja, ko pick sacrebleu's tokenizer.")
+
+
+class TranslationConfig(GenerativeConfig):
+    task: Literal["translation"] = "translation"
+    data: TranslationSection = Field(default_factory=TranslationSection)
+
+
+class TranslationTask(CausalLMTask):
+    """Translation with a decoder-only model: instruction tuning on "Translate ... to ..." prompts.
+
+    The one switch: a config whose model is an encoder-decoder gets a Seq2SeqTranslationTask.
+    """
+
+    name: ClassVar[str] = "translation"
+    config_class: ClassVar[type[Config]] = TranslationConfig
+    cfg: TranslationConfig
+    generation_metrics = ("bleu", "chrf")
+    seq2seq = False
+
+    def __new__(cls, cfg: Config) -> TranslationTask:
+        if cls is TranslationTask and is_encoder_decoder(cfg.model):
+            cls = Seq2SeqTranslationTask
+        return super().__new__(cls)
+
+    def __init__(self, cfg: Config):
+        assert isinstance(cfg, TranslationConfig)
         super().__init__(cfg)
-        self.seq2seq = False
+        self.check_config()
+
+    def check_config(self) -> None:
+        d = self.cfg.data
+        if not (d.source_lang and d.target_lang):
+            raise ConfigError("translation with a decoder-only model needs data.source_lang and data.target_lang "
+                              "(e.g. English and Chinese) for its instruction")
 
     def read_data(self) -> GenerativeData:
         d = self.cfg.data
-        self.seq2seq = is_encoder_decoder(self.cfg.model)
-        if self.seq2seq and (d.packing or d.train_on_prompt):
-            raise ConfigError("data.packing and data.train_on_prompt apply to decoder-only models; this model is an encoder-decoder")
-        if not self.seq2seq and not (d.source_lang and d.target_lang):
-            raise ConfigError("translation with a decoder-only model needs data.source_lang and data.target_lang "
-                              "(e.g. English and Chinese) for its instruction")
 
         def read(path: str) -> Conversations:
             table = read_table(path, header=d.header)
@@ -66,63 +97,8 @@ class TranslationTask(CausalLMTask):
         return GenerativeData("messages", *read_splits(d, self.cfg.train.seed, read, "pair"))
 
     def user_text(self, source: str) -> str:
-        if self.seq2seq:
-            return source
         d = self.cfg.data
         return PROMPT.format(source=d.source_lang, target=d.target_lang).format(text=source)
-
-    # --- encoder-decoder models: the pair directly; decoder-only models: as causal_lm ---------
-
-    def load_model(self, tokenizer: Any) -> nn.Module:
-        if not self.seq2seq:
-            return super().load_model(tokenizer)
-        self.use_tokenizer(tokenizer)
-        return load_seq2seq_lm(self.cfg.model, tokenizer)
-
-    def peft_task_type(self) -> str:
-        return "SEQ_2_SEQ_LM" if self.seq2seq else "CAUSAL_LM"
-
-    def prepare_model(self, model: nn.Module) -> None:
-        if not self.seq2seq:
-            super().prepare_model(model)
-
-    def encode(self, tokenizer: Any, max_length: int) -> Splits:
-        if not self.seq2seq:
-            return super().encode(tokenizer, max_length)
-        assert self.data is not None
-        self._eval_conversations = self.data.validation  # type: ignore[assignment]
-
-        def one(conv: Conversations | None, name: str) -> EncodedDataset | None:
-            if conv is None:
-                return None
-            sources = [m[-2]["content"] for m in conv.messages]  # a system message, if any, comes first
-            targets = [m[-1]["content"] for m in conv.messages]
-            enc = tokenizer(sources, text_target=targets, truncation=True, max_length=max_length)
-            cut = sum(len(x) >= max_length for x in enc["input_ids"]) + sum(len(x) >= max_length for x in enc["labels"])
-            if cut:
-                log.info("%s: %d source or target texts reached max_length=%d and were truncated", name, cut, max_length)
-            return EncodedDataset(enc["input_ids"], enc["labels"])
-
-        train = one(self.data.train, "train")  # type: ignore[arg-type]
-        assert train is not None
-        return Splits(train, one(self.data.validation, "validation"), one(self.data.test, "test"))  # type: ignore[arg-type]
-
-    def units(self, batch: dict[str, torch.Tensor]) -> int:
-        return int((batch["labels"] != IGNORE).sum()) if self.seq2seq else super().units(batch)
-
-    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-        if not self.seq2seq:
-            return super().loss(model, batch)
-        labels = batch["labels"]  # (B, L); the model shifts them right into its decoder inputs
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels, use_cache=False).logits
-        keep = labels != IGNORE
-        loss = F.cross_entropy(logits[keep].float(), labels[keep], reduction="sum", label_smoothing=self.cfg.train.label_smoothing)
-        return loss, int(keep.sum())
-
-    def prompts(self, conversations: list[list[dict[str, str]]]) -> tuple[list[str], bool]:
-        if not self.seq2seq:
-            return super().prompts(conversations)
-        return [m[-2]["content"] for m in conversations], True  # the source, as the encoder reads it
 
     def score_replies(self, predictions: list[str], references: list[list[str]]) -> dict[str, float]:
         return translation_metrics(predictions, references, self.cfg.data.target_lang)
@@ -135,3 +111,57 @@ class TranslationTask(CausalLMTask):
         meta["data"].update(source_column=d.source_column, target_column=d.target_column, source_lang=d.source_lang,
                             target_lang=d.target_lang, header=d.header)
         return meta
+
+
+class Seq2SeqTranslationTask(TranslationTask):
+    """Translation with an encoder-decoder (T5, BART, Marian): the source is the encoder's input, the
+    translation the decoder's labels. Reading, scoring and saving are the decoder-only task's."""
+
+    seq2seq = True
+
+    def check_config(self) -> None:
+        if self.cfg.data.packing or self.cfg.data.train_on_prompt:
+            raise ConfigError("data.packing and data.train_on_prompt apply to decoder-only models; this model is an encoder-decoder")
+
+    def user_text(self, source: str) -> str:
+        return source
+
+    def load_model(self, tokenizer: Any) -> nn.Module:
+        self.use_tokenizer(tokenizer)
+        return load_seq2seq_lm(self.cfg.model, tokenizer)
+
+    def peft_task_type(self) -> str:
+        return "SEQ_2_SEQ_LM"
+
+    def prepare_model(self, model: nn.Module) -> None:
+        pass  # the decoder-only task limits the LM head to target positions; a seq2seq head reads the labels only
+
+    def encode(self, tokenizer: Any, max_length: int) -> Splits:
+        assert self.data is not None
+        self._eval_conversations = self.data.validation  # type: ignore[assignment]
+
+        def one(conv: Conversations, name: str) -> EncodedDataset:
+            sources = [m[-2]["content"] for m in conv.messages]  # a system message, if any, comes first
+            targets = [m[-1]["content"] for m in conv.messages]
+            enc = tokenizer(sources, text_target=targets, truncation=True, max_length=max_length)
+            cut = sum(len(x) >= max_length for x in enc["input_ids"]) + sum(len(x) >= max_length for x in enc["labels"])
+            if cut:
+                log.info("%s: %d source or target texts reached max_length=%d and were truncated", name, cut, max_length)
+            return EncodedDataset(enc["input_ids"], enc["labels"])
+
+        validation, test = self.data.validation, self.data.test
+        return Splits(one(self.data.train, "train"), one(validation, "validation") if isinstance(validation, Conversations) else None,  # type: ignore[arg-type]
+                      one(test, "test") if isinstance(test, Conversations) else None)
+
+    def units(self, batch: dict[str, torch.Tensor]) -> int:
+        return int((batch["labels"] != IGNORE).sum())
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        labels = batch["labels"]  # (B, L); the model shifts them right into its decoder inputs
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels, use_cache=False).logits
+        keep = labels != IGNORE
+        loss = F.cross_entropy(logits[keep].float(), labels[keep], reduction="sum", label_smoothing=self.cfg.train.label_smoothing)
+        return loss, int(keep.sum())
+
+    def prompts(self, conversations: list[list[dict[str, str]]]) -> tuple[list[str], bool]:
+        return [m[-2]["content"] for m in conversations], True  # the source, as the encoder reads it

@@ -37,13 +37,20 @@ log = logging.getLogger("lmtune")
 
 MANIFEST = "manifest.json"
 FORMAT = 1
-REQUIRED = ("state.json", "config.yaml", "model.safetensors", "optimizer.pt", "scheduler.pt", "rng-0.pt")
+# The files of a checkpoint folder (rng-N.pt: one per process; scaler.pt: fp16 only).
+STATE_FILE = "state.json"  # counters, best model record, history, fingerprints
+CONFIG_FILE = "config.yaml"  # the config the checkpoint was trained with
+WEIGHTS_FILE = "model.safetensors"  # the trainable tensors
+OPTIMIZER_FILE = "optimizer.pt"
+SCHEDULER_FILE = "scheduler.pt"
+SCALER_FILE = "scaler.pt"
+REQUIRED = (STATE_FILE, CONFIG_FILE, WEIGHTS_FILE, OPTIMIZER_FILE, SCHEDULER_FILE, "rng-0.pt")
 _NAME = re.compile(r"step-(\d+)")
 _CHUNK = 1 << 20
 
 
-def checkpoints_dir(run_dir: Path) -> Path:
-    return Path(run_dir) / "checkpoints"
+def rng_file(folder: Path, process_index: int) -> Path:
+    return folder / f"rng-{process_index}.pt"
 
 
 def staging_dir(root: Path, step: int) -> Path:
@@ -162,7 +169,8 @@ def rotate(root: Path, keep_last: int, protect: set[int]) -> None:
     Completeness here is the manifest's presence (a step folder only gets its name once its
     manifest is written); file hashes are checked when a checkpoint is resumed, not at every save.
     """
-    complete, broken = [], []
+    complete: list[tuple[int, Path]] = []
+    broken: list[tuple[int, Path]] = []
     for step, path in listed(root):
         (complete if (path / MANIFEST).is_file() else broken).append((step, path))
     newest = {step for step, _ in complete[-keep_last:]} if keep_last > 0 else set()
@@ -225,7 +233,7 @@ def rng_state() -> dict[str, Any]:
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
         "python": random.getstate(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
                   "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
         "torch": torch.get_rng_state(),
     }

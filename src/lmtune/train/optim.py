@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lmtune.config import TrainConfig
+from lmtune.schema import TrainConfig
 
 log = logging.getLogger("lmtune")
 
@@ -55,7 +55,7 @@ def build_optimizer(groups: list[dict[str, Any]], cfg: TrainConfig) -> torch.opt
     kwargs = {"lr": cfg.learning_rate, **extra(cfg)}
     if can_fuse:
         try:
-            return cls(groups, fused=True, **kwargs)
+            return cls(groups, fused=True, **kwargs)  # type: ignore[call-arg]  # only the classes marked can_fuse take it
         except (RuntimeError, TypeError, ValueError) as err:  # fused not supported for this device/dtype
             log.debug("fused %s unavailable (%s); using the default implementation", cfg.optimizer, err)
     return cls(groups, **kwargs)

@@ -11,7 +11,8 @@ import yaml
 
 from lmtune.config import Config, build_config, flatten_keys
 from lmtune.errors import CheckpointError, ConfigError
-from lmtune.train.checkpoint import checkpoints_dir, latest_valid, verify
+from lmtune.run_dir import RunDir
+from lmtune.train.checkpoint import CONFIG_FILE, MANIFEST, latest_valid, verify
 
 # Keys that never change the trained weights: they may differ freely on resume.
 NO_EFFECT = {
@@ -37,12 +38,12 @@ def find_checkpoint(cfg: Config) -> Path | None:
     if cfg.resume is None:
         return None
     if cfg.resume == "auto":
-        return latest_valid(checkpoints_dir(Path(cfg.output.dir)))
+        return latest_valid(RunDir(cfg.output.dir).checkpoints)
     path = Path(cfg.resume)
     if not path.exists():
         raise CheckpointError(f"resume={path}: no such checkpoint or run folder")
-    if not (path / "manifest.json").exists() and (path / "checkpoints").is_dir():  # a run folder
-        found = latest_valid(checkpoints_dir(path))
+    if not (path / MANIFEST).exists() and RunDir(path).checkpoints.is_dir():  # a run folder
+        found = latest_valid(RunDir(path).checkpoints)
         if found is None:
             raise CheckpointError(f"resume={path}: the run folder holds no complete checkpoint")
         return found
@@ -59,13 +60,15 @@ def fingerprint(value: Any) -> str:
 
 
 def saved_config(checkpoint: Path) -> Config:
-    return build_config(yaml.safe_load((checkpoint / "config.yaml").read_text(encoding="utf-8")))
+    return build_config(yaml.safe_load((checkpoint / CONFIG_FILE).read_text(encoding="utf-8")))
 
 
 def check_compatible(old: Config, new: Config, old_prints: dict[str, str], new_prints: dict[str, str]) -> list[str]:
     """Refuse a resume that would not continue the same run; return the accepted changes for the log."""
     before, after = flatten_keys(old.model_dump(mode="json")), flatten_keys(new.model_dump(mode="json"))
-    refused, needs_flag, accepted = [], [], []
+    refused: list[str] = []
+    needs_flag: list[str] = []
+    accepted: list[str] = []
     for key in sorted(set(before) | set(after)):
         a, b = before.get(key), after.get(key)
         if a == b or key in NO_EFFECT or key.startswith("search."):  # the search section never changes a run

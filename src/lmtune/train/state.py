@@ -11,10 +11,25 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from lmtune.config import Config
 from lmtune.errors import CheckpointError, ConfigError
+from lmtune.schema import Config
 from lmtune.train.checkpoint import (
-    abort, begin, commit, latest_valid, load_state, restore_rng, save_state, staging_dir, verify,
+    CONFIG_FILE,
+    OPTIMIZER_FILE,
+    SCALER_FILE,
+    SCHEDULER_FILE,
+    STATE_FILE,
+    WEIGHTS_FILE,
+    abort,
+    begin,
+    commit,
+    latest_valid,
+    load_state,
+    restore_rng,
+    rng_file,
+    save_state,
+    staging_dir,
+    verify,
 )
 from lmtune.train.step import Progress
 
@@ -59,7 +74,7 @@ class BestKeeper:
         """The trainable tensors of the best model, or None when nothing was evaluated."""
         if self.metrics is None or self.checkpoints is None:
             return self._weights
-        return load_file(str(self._folder() / "model.safetensors"))
+        return load_file(str(self._folder() / WEIGHTS_FILE))
 
     def state(self) -> dict[str, Any]:
         return {"value": self.value, "step": self.step, "metrics": self.metrics,
@@ -73,6 +88,7 @@ class BestKeeper:
             self._folder()
 
     def _folder(self) -> Path:
+        assert self.checkpoints is not None
         folder = self.checkpoints / f"step-{self.step}"
         try:
             verify(folder)
@@ -108,14 +124,14 @@ def write_checkpoint(
             begin(root, step)
         accelerator.wait_for_everyone()
         tmp = staging_dir(root, step)
-        save_state(point["rng"], tmp / f"rng-{accelerator.process_index}.pt")
+        save_state(point["rng"], rng_file(tmp, accelerator.process_index))
         if main:
-            save_file(trainable_tensors(model), str(tmp / "model.safetensors"))
-            save_state(optimizer.state_dict(), tmp / "optimizer.pt")
-            save_state(point["scheduler"], tmp / "scheduler.pt")
+            save_file(trainable_tensors(model), str(tmp / WEIGHTS_FILE))
+            save_state(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+            save_state(point["scheduler"], tmp / SCHEDULER_FILE)
             if accelerator.scaler is not None:
-                save_state(accelerator.scaler.state_dict(), tmp / "scaler.pt")
-            (tmp / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
+                save_state(accelerator.scaler.state_dict(), tmp / SCALER_FILE)
+            (tmp / CONFIG_FILE).write_text(cfg.to_yaml(), encoding="utf-8")
             state = {
                 "progress": point["progress"],
                 "best": best.state(),
@@ -123,7 +139,7 @@ def write_checkpoint(
                 "fingerprints": fingerprints,
                 "num_processes": accelerator.num_processes,
             }
-            (tmp / "state.json").write_text(json.dumps(state, indent=1), encoding="utf-8")
+            (tmp / STATE_FILE).write_text(json.dumps(state, indent=1), encoding="utf-8")
         accelerator.wait_for_everyone()
         if main:
             commit(root, step)
@@ -137,6 +153,11 @@ def write_checkpoint(
         ) from None
 
 
+def read_state(folder: Path) -> dict[str, Any]:
+    """The state.json of a verified checkpoint: counters, best record, history, fingerprints."""
+    return json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
+
+
 def restore_checkpoint(
     folder: Path, state: dict[str, Any], model: Any, optimizer: Any, scheduler: Any, accelerator: Any, best: BestKeeper
 ) -> tuple[Progress, list[dict[str, Any]]]:
@@ -144,11 +165,11 @@ def restore_checkpoint(
     if state["num_processes"] != accelerator.num_processes:
         raise ConfigError(f"cannot resume {folder}: it was written by {state['num_processes']} processes, this run has "
                           f"{accelerator.num_processes}; resume with the same number of processes")
-    restore_trainable(model, load_file(str(folder / "model.safetensors")), folder / "model.safetensors")
-    optimizer.load_state_dict(load_state(folder / "optimizer.pt"))
-    scheduler.load_state_dict(load_state(folder / "scheduler.pt"))
-    if accelerator.scaler is not None and (folder / "scaler.pt").exists():
-        accelerator.scaler.load_state_dict(load_state(folder / "scaler.pt"))
+    restore_trainable(model, load_file(str(folder / WEIGHTS_FILE)), folder / WEIGHTS_FILE)
+    optimizer.load_state_dict(load_state(folder / OPTIMIZER_FILE))
+    scheduler.load_state_dict(load_state(folder / SCHEDULER_FILE))
+    if accelerator.scaler is not None and (folder / SCALER_FILE).exists():
+        accelerator.scaler.load_state_dict(load_state(folder / SCALER_FILE))
     best.load(state["best"])
-    restore_rng(load_state(folder / f"rng-{accelerator.process_index}.pt"))
+    restore_rng(load_state(rng_file(folder, accelerator.process_index)))
     return Progress(**state["progress"]), state["history"]

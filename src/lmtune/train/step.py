@@ -8,12 +8,19 @@ import gc
 import logging
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+from torch import nn
 
 from lmtune.errors import TrainingError
+from lmtune.schema import TrainConfig
+from lmtune.tasks.base import Batch, Task
 from lmtune.train.checkpoint import restore_rng, rng_state
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+    from accelerate.scheduler import AcceleratedScheduler
 
 log = logging.getLogger("lmtune")
 
@@ -38,7 +45,7 @@ class Progress:
     splits: int = 1  # each micro-batch is cut into this many chunks (train.auto_batch_size)
 
 
-def boundary(state: Progress, scheduler: Any) -> dict[str, Any]:
+def boundary(state: Progress, scheduler: AcceleratedScheduler) -> dict[str, Any]:
     """A step boundary: counters, scheduler and RNG. With the weights of that moment, a checkpoint."""
     return {"progress": asdict(state), "scheduler": copy.deepcopy(scheduler.state_dict()), "rng": rng_state()}
 
@@ -58,14 +65,15 @@ class Stepper:
     replays the step with each micro-batch cut in halves, which leaves the gradient unchanged.
     """
 
-    def __init__(self, model: Any, optimizer: Any, scheduler: Any, task: Any, accelerator: Any, tc: Any, state: Progress):
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: AcceleratedScheduler, task: Task,
+                 accelerator: Accelerator, tc: TrainConfig, state: Progress):
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.task, self.accelerator, self.tc, self.state = task, accelerator, tc, state
         self.streak_start: dict[str, Any] | None = None  # the point before the first bad step in a row
         self.updating = False  # inside the optimizer update: the weights may be half changed
         self.model.train()
 
-    def step(self, group: list[dict[str, torch.Tensor]], point: dict[str, Any]) -> None:
+    def step(self, group: list[Batch], point: dict[str, Any]) -> None:
         while True:
             try:
                 loss = self._forward_backward(group)
@@ -91,6 +99,7 @@ class Stepper:
             log.warning("step %d: non-finite %s; update skipped (%d in a row)", s.step + 1,
                         f"loss ({loss})" if not math.isfinite(loss) else f"gradient norm ({norm})", s.bad_streak)
             if s.bad_streak >= self.tc.max_bad_steps:
+                assert self.streak_start is not None  # set at the streak's first step
                 first = self.streak_start["progress"]["step"]
                 raise TrainingError(
                     f"{s.bad_streak} steps in a row (from step {first + 1}) had a non-finite loss or gradient, so the run "
@@ -115,7 +124,7 @@ class Stepper:
         s.examples += sum(b["input_ids"].shape[0] for b in group)
         s.tokens += sum(int(b["attention_mask"].sum()) for b in group)
 
-    def _forward_backward(self, group: list[dict[str, torch.Tensor]]) -> float:
+    def _forward_backward(self, group: list[Batch]) -> float:
         """Backward over every chunk of every micro-batch; returns the step's loss.
 
         The step's loss is the mean over all its units (examples, or target tokens) on all
@@ -148,7 +157,7 @@ class Stepper:
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
         return float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
 
-    def _out_of_memory(self, group: list[dict[str, torch.Tensor]], err: BaseException) -> None:
+    def _out_of_memory(self, group: list[Batch], err: BaseException) -> None:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

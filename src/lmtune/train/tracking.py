@@ -18,11 +18,11 @@ from typing import Any
 from lmtune.config import Config, flatten_keys
 from lmtune.errors import ConfigError
 from lmtune.eval.metrics import scalar_metrics
+from lmtune.run_dir import RunDir
 
 log = logging.getLogger("lmtune")
 
 PACKAGES = {"tensorboard": ("tensorboard", "tensorboard"), "mlflow": ("mlflow", "mlflow-skinny")}  # import name, pip name
-MLFLOW_RUN_FILE = "mlflow_run.json"  # the MLflow run id, so a resumed run goes on logging to the same MLflow run
 
 
 def check_trackers(cfg: Config) -> None:
@@ -43,11 +43,11 @@ def scalars(record: dict[str, Any]) -> dict[str, float]:
 
 
 class TensorBoard:
-    def __init__(self, cfg: Config, out: Path, resumed_step: int | None):
+    def __init__(self, cfg: Config, run: RunDir, resumed_step: int | None):
         from torch.utils.tensorboard import SummaryWriter
 
         # purge_step: TensorBoard hides what an earlier process logged after the resumed checkpoint
-        self.writer = SummaryWriter(str(out / "tensorboard"), purge_step=None if resumed_step is None else resumed_step + 1)
+        self.writer = SummaryWriter(str(run.tensorboard), purge_step=None if resumed_step is None else resumed_step + 1)
         if resumed_step is None:
             self.writer.add_text("config", "```yaml\n" + cfg.to_yaml() + "```", 0)
 
@@ -61,7 +61,7 @@ class TensorBoard:
 
 
 class MLflow:
-    def __init__(self, cfg: Config, out: Path, resumed_step: int | None):
+    def __init__(self, cfg: Config, run: RunDir, resumed_step: int | None):
         from mlflow.tracking import MlflowClient
 
         uri = cfg.train.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
@@ -70,15 +70,15 @@ class MLflow:
             folder.mkdir(exist_ok=True)
             uri = f"sqlite:///{folder / 'mlflow.db'}"
         self.client = MlflowClient(tracking_uri=uri)
-        run_file = out / MLFLOW_RUN_FILE
+        run_file = run.mlflow_run_file
         if resumed_step is not None and run_file.is_file():
             self.run_id = json.loads(run_file.read_text(encoding="utf-8"))["run_id"]
             self.client.update_run(self.run_id, status="RUNNING")
             return
         experiment = self.client.get_experiment_by_name(cfg.train.mlflow_experiment)
         experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(cfg.train.mlflow_experiment)
-        run = self.client.create_run(experiment_id, run_name=out.name, tags={"lmtune.output_dir": str(out.resolve())})
-        self.run_id = run.info.run_id
+        created = self.client.create_run(experiment_id, run_name=run.path.name, tags={"lmtune.output_dir": str(run.path.resolve())})
+        self.run_id = created.info.run_id
         run_file.write_text(json.dumps({"tracking_uri": uri, "run_id": self.run_id}) + "\n", encoding="utf-8")
         from mlflow.entities import Param
 
@@ -103,11 +103,11 @@ TRACKERS = {"tensorboard": TensorBoard, "mlflow": MLflow}
 class Trackers:
     """The trackers `train.report_to` names, started for this run (main process only)."""
 
-    def __init__(self, cfg: Config, out: Path, resumed_step: int | None):
+    def __init__(self, cfg: Config, run: RunDir, resumed_step: int | None):
         self.active: dict[str, Any] = {}
         for name in cfg.train.report_to:
             try:
-                self.active[name] = TRACKERS[name](cfg, out, resumed_step)
+                self.active[name] = TRACKERS[name](cfg, run, resumed_step)
             except Exception as err:  # noqa: BLE001 - a tracker is a copy; the run goes on without it
                 log.warning("train.report_to: %s could not start (%s: %s); the run goes on without it", name, type(err).__name__, err)
 

@@ -8,9 +8,9 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from lmtune.config import TrainConfig
 from lmtune.data.classification import LabelSpace
 from lmtune.errors import ConfigError
+from lmtune.schema import TrainConfig
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 DEFAULT_LOSS = {"single": "cross_entropy", "multi": "bce", "regression": "mse"}

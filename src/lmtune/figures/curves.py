@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from lmtune.eval.metrics import scalar_metrics
-from lmtune.report.figures import new_figure, save_png
+from lmtune.figures.canvas import new_figure, save_png
 
 SMOOTHING = 0.6  # weight of the running average in the smoothed loss (TensorBoard's default)
 

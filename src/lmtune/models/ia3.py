@@ -1,0 +1,67 @@
+"""(IA)^3 adapters through PEFT: learned vectors that scale the blocks' keys, values and feed-forward inputs.
+
+Each targeted linear layer gets one vector, initialised to ones: it multiplies the layer's output
+(key and value projections) or, for the feed-forward output layers, its input. A new head trains
+fully. Both kinds fold exactly into the weights, so the adapter merges into a plain model.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from lmtune.errors import ConfigError
+from lmtune.models.parts import find_parts, ia3_target_names
+from lmtune.schema import MethodConfig
+
+
+def _matches(name: str, pattern: str) -> bool:
+    """PEFT's rule for a target given as a list item: the full module name, or its dotted ending."""
+    return name == pattern or name.endswith("." + pattern)
+
+
+def _parameter_holders(model: nn.Module, names: list[str]) -> list[str]:
+    """The modules at or under `names` that hold parameters of their own (BERT's pooler -> its dense layer).
+
+    PEFT unloads an (IA)^3 model's `modules_to_save` by copying each one's `.weight`, which a
+    container such as BERT's pooler or RoBERTa's classification head lacks: naming the layers
+    inside them instead saves and trains the same tensors, and lets the adapter merge.
+    """
+    holders = []
+    for name in names:
+        for sub, module in model.get_submodule(name).named_modules():
+            if next(module.parameters(recurse=False), None) is not None:
+                holders.append(f"{name}.{sub}" if sub else name)
+    return holders
+
+
+def apply_ia3(model: nn.Module, cfg: MethodConfig, task_type: str = "SEQ_CLS", new_head: list[str] | None = None) -> nn.Module:
+    """Wrap the model with an (IA)^3 adapter; returns the PEFT model."""
+    from peft import IA3Config, TaskType, get_peft_model
+
+    parts = find_parts(model)
+    found, found_feedforward = ia3_target_names(model, parts.blocks_path)
+    targets, feedforward = cfg.ia3_target_modules, cfg.ia3_feedforward_modules
+    if targets is None:
+        if not found:
+            raise ConfigError(
+                f"found no attention key/value and feed-forward output linears in every block of {parts.blocks_path}; "
+                "set method.ia3_target_modules (and method.ia3_feedforward_modules)"
+            )
+        targets, feedforward = found, found_feedforward
+    elif feedforward is None:
+        # The user's targets that name only feed-forward output layers scale their input, as by default.
+        names = [n for n, _ in model.named_modules()]
+        feedforward = [
+            t for t in targets
+            if (hit := [n for n in names if _matches(n, t)]) and all(n in found_feedforward for n in hit)
+        ]
+    ia3 = IA3Config(
+        task_type=TaskType[task_type],
+        target_modules=list(targets),
+        feedforward_modules=list(feedforward),
+        modules_to_save=_parameter_holders(model, new_head or []) or None,
+    )
+    try:
+        return get_peft_model(model, ia3)
+    except ValueError as err:  # PEFT's message for target modules that match nothing, or an unsupported layer
+        raise ConfigError(f"method.ia3_target_modules={cfg.ia3_target_modules}: {err}") from None

@@ -1,0 +1,317 @@
+"""The config's sections and their defaults: the part of the one typed config every layer reads.
+
+Each task adds its own `data` section (a subclass of `DataConfig`) and its own `Config` subclass
+in its module under `tasks/`; `lmtune.config` picks the task's class and validates a whole config.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from lmtune.errors import ConfigError
+
+# Where a user sets nothing: a learning rate that suits each method (measured; see the README's
+# config reference), and the blocks `freeze` trains.
+DEFAULT_LEARNING_RATES = {"full": 5e-5, "freeze": 5e-4, "lora": 1e-3, "dora": 1e-3, "ia3": 1e-2}
+FREEZE_DEFAULT_BLOCKS = 2
+LOWER_IS_BETTER = {"loss", "perplexity", "mse", "rmse", "mae", "hamming_loss"}
+
+
+class Section(BaseModel):
+    # coerce_numbers_to_str: `model.revision=1234567` or a column named 0 stays a string
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
+
+
+class ModelConfig(Section):
+    name_or_path: str = Field("", description="Local Hugging Face model folder, hub id, or .gguf file.",
+                              json_schema_extra={"shown_default": "required"})
+    gguf_file: str | None = Field(None, description="GGUF file name inside name_or_path (a folder).")
+    max_length: int = Field(256, gt=0, description="Longest input in tokens (capped by what the model takes).")
+    trust_remote_code: bool = Field(False, description="Run model code shipped with the checkpoint.")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
+
+
+class DataConfig(Section):
+    """The data keys of every task; each task's section (its `data` class) adds its own columns."""
+
+    train: str = Field("", description="Training data: CSV, TSV, JSON, JSONL, Parquet, datasets folder or hub name.",
+                       json_schema_extra={"shown_default": "required"})
+    validation: str | None = Field(None, description="Validation data; if unset, split off the training data.")
+    validation_split: float = Field(
+        0.1, ge=0, lt=1, description="Fraction of train held out (seeded; stratified by label for classification) when "
+        "validation is unset; 0 (tasks that write text only) evaluates nothing."
+    )
+    test: str | None = Field(None, description="Test data, evaluated once with the kept model.")
+    max_train_examples: int | None = Field(None, gt=0, description="Use only the first N training rows.")
+    max_eval_examples: int | None = Field(None, gt=0, description="Use only the first N validation/test rows.")
+    header: bool = Field(True, description="CSV/TSV/TXT: false when the first line is data; columns are then named 0, 1, 2, ...")
+
+
+class MethodConfig(Section):
+    name: Literal["full", "freeze", "lora", "dora", "ia3"] = Field(
+        "full", description="full (every parameter trains), freeze (chosen blocks), or a PEFT adapter: lora, dora, ia3."
+    )
+    trainable_layers: int | None = Field(
+        None, ge=0, description=f"freeze: train the last N transformer blocks; the last {FREEZE_DEFAULT_BLOCKS} when nothing else is chosen."
+    )
+    layers: str | None = Field(None, description="freeze: block indices and ranges to train, e.g. '0-1,10-11'.")
+    modules: list[str] = Field(default_factory=list, description="freeze: regexes of parameter names to train.")
+    train_embeddings: bool = Field(False, description="freeze: also train the embeddings.")
+    lora_rank: int = Field(8, gt=0, description="lora, dora: rank of the low-rank update.")
+    lora_alpha: float = Field(16.0, gt=0, description="lora, dora: the update is scaled by lora_alpha / lora_rank.")
+    lora_dropout: float = Field(
+        0.0, ge=0, lt=1, description="lora, dora: dropout on the adapter's input; 0 (PEFT's default) measured as good and faster."
+    )
+    lora_target_modules: list[str] | None = Field(
+        None, description="lora, dora: module names to adapt (PEFT names).",
+        json_schema_extra={"shown_default": "every linear layer of the blocks"},
+    )
+    ia3_target_modules: list[str] | None = Field(
+        None, description="ia3: module names to scale (PEFT names).",
+        json_schema_extra={"shown_default": "the attention key/value (or fused query-key-value) and feed-forward output linears of every block"},
+    )
+    ia3_feedforward_modules: list[str] | None = Field(
+        None, description="ia3: those of ia3_target_modules scaled at their input rather than their output.",
+        json_schema_extra={"shown_default": "the feed-forward output linears among the targets"},
+    )
+
+    @model_validator(mode="after")
+    def _freeze_needs_a_choice(self) -> MethodConfig:
+        if self.layers is not None and not re.fullmatch(r"\s*\d+(\s*-\s*\d+)?(\s*,\s*\d+(\s*-\s*\d+)?)*\s*", self.layers):
+            raise ValueError(f"method.layers={self.layers!r} is not a list of indices and ranges such as '0-1,10-11'")
+        return self
+
+    @model_validator(mode="after")
+    def _ia3_feedforward_among_targets(self) -> MethodConfig:
+        if self.ia3_feedforward_modules is not None:
+            if self.ia3_target_modules is None:
+                raise ValueError("method.ia3_feedforward_modules is set without method.ia3_target_modules: name the targets too")
+            if extra := sorted(set(self.ia3_feedforward_modules) - set(self.ia3_target_modules)):
+                raise ValueError(f"method.ia3_feedforward_modules names {extra}, which are not in method.ia3_target_modules")
+        return self
+
+
+class TrainConfig(Section):
+    epochs: int = Field(3, gt=0, description="Passes over the training data.")
+    max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps.")
+    batch_size: int = Field(16, gt=0, description="Examples per micro-batch on each device.")
+    gradient_accumulation_steps: int = Field(1, gt=0, description="Micro-batches per optimizer step.")
+    learning_rate: float | None = Field(
+        None, gt=0, description="Peak learning rate; the log says which was used and where it came from.",
+        json_schema_extra={"shown_default": "by method: " + ", ".join(f"{m} {lr:g}" for m, lr in DEFAULT_LEARNING_RATES.items())},
+    )
+    head_learning_rate: float | None = Field(None, gt=0, description="Learning rate of the new head.",
+                                             json_schema_extra={"shown_default": "learning_rate"})
+    optimizer: Literal["sgd", "adagrad", "adadelta", "adam", "adamw"] = Field(
+        "adamw", description="sgd, adagrad, adadelta, adam, adamw (fused kernels where available)."
+    )
+    weight_decay: float = Field(0.0, ge=0, description="Not applied to biases and norm weights.")
+    momentum: float = Field(0.9, ge=0, description="sgd only.")
+    nesterov: bool = Field(False, description="sgd only.")
+    adam_betas: tuple[float, float] = Field((0.9, 0.999), description="adam, adamw.")
+    adam_epsilon: float = Field(1e-8, gt=0, description="adam, adamw.")
+    scheduler: Literal["constant", "linear", "cosine"] = Field("linear", description="constant, linear, cosine (all after the warmup).")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Fraction of the steps that warm the learning rate up from 0.")
+    warmup_steps: int | None = Field(None, ge=0, description="Overrides warmup_ratio.")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="Gradient clipping; null turns it off.")
+    loss: Literal["auto", "cross_entropy", "mse", "bce"] = Field(
+        "auto", description="auto: cross_entropy (single label, and language-model tokens), bce (multi-label), mse (regression)."
+    )
+    class_weights: list[float] | Literal["balanced"] | None = Field(
+        None, description="cross_entropy class weights: a list, or balanced (n / (k * count))."
+    )
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="cross_entropy only.")
+    seed: int = Field(42, description="A CPU run with the same seed repeats exactly.")
+    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="bf16, fp16: autocast with fp32 weights, for GPUs.")
+    log_every_n_steps: int = Field(10, gt=0, description="Steps between train records in metrics.jsonl.")
+    save_every_n_steps: int | None = Field(
+        500, gt=0, description="Checkpoint every N optimizer steps; checkpoints are also written at each epoch end and each new best."
+    )
+    keep_last_checkpoints: int = Field(
+        2, ge=0, description="Newest checkpoints kept (the best is kept too); 0 writes none, so the run cannot resume."
+    )
+    max_bad_steps: int = Field(5, gt=0, description="Stop after this many steps in a row with a non-finite loss or gradient.")
+    auto_batch_size: bool = Field(
+        False, description="On out-of-memory, split each batch in two (and again if needed): same effective batch."
+    )
+    dataloader_workers: int = Field(0, ge=0, description="Worker processes that collate batches.")
+    report_to: list[Literal["tensorboard", "mlflow"]] = Field(
+        default_factory=list, description="Also stream the logged scalars to these trackers (their packages must be installed)."
+    )
+    mlflow_tracking_uri: str | None = Field(
+        None, description="MLflow store or server URL.",
+        json_schema_extra={"shown_default": "$MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db in the working folder"},
+    )
+    mlflow_experiment: str = Field("lmtune", description="MLflow experiment the run is logged under.")
+
+
+class EvalConfig(Section):
+    every_n_steps: int | None = Field(None, gt=0, description="Also evaluate every N optimizer steps.")
+    metric: str = Field("auto", description="Metric that picks the best model; auto: the task's (accuracy for single labels, "
+                        "f1_micro multi-label, mse regression, loss for language models, f1 extractive QA).")
+    early_stopping_patience: int | None = Field(None, gt=0, description="Stop after N evaluations without gain.")
+    at_start: bool = Field(False, description="Evaluate the untrained model first (a baseline).")
+    batch_size: int | None = Field(None, gt=0, description="Examples per evaluation batch.",
+                                   json_schema_extra={"shown_default": "2 x train.batch_size"})
+    threshold: float = Field(0.5, gt=0, lt=1, description="Multi-label decision threshold.")
+    generate: bool = Field(False, description="causal_lm, translation: also generate replies to validation prompts and score "
+                           "them (exact match and F1; BLEU and chrF for translation); writes samples.jsonl.")
+    max_generate: int = Field(32, gt=0, description="causal_lm, translation: validation examples to generate for at each evaluation.")
+    max_new_tokens: int = Field(128, gt=0, description="causal_lm, translation: longest generated reply, in tokens (greedy decoding).")
+
+
+class OutputConfig(Section):
+    dir: str = Field("runs/run", description="The run folder (for lmtune search: the search folder, with one run per trial).")
+    overwrite: bool = Field(False, description="Replace an existing run folder.")
+    save_final: bool = Field(True, description="Write final/ (the last weights) besides best/.")
+    merge_lora: bool = Field(False, description="lora, dora, ia3: also write merged/, a plain model with the adapter merged in.")
+    report: bool = Field(True, description="Write report.md with plots (loss, metrics, confusion matrix, ROC) at the end.")
+
+
+class ParamSpec(Section):
+    """One searched config key: a distribution, and optionally when it applies."""
+
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = Field(False, description="Sample on a log scale (float, int).")
+    step: float | None = Field(None, gt=0, description="Grid step (float, int).")
+    choices: list[Any] | None = Field(None, description="categorical: the values to choose from.")
+    when: dict[str, Any] = Field(
+        default_factory=dict, description="Only sample this key when these keys have these values, e.g. {method.name: lora}."
+    )
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)  # choices keep their types
+
+    @model_validator(mode="after")
+    def _complete(self) -> ParamSpec:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical parameter needs a non-empty list of choices")
+        elif self.low is None or self.high is None or self.low > self.high:
+            raise ValueError(f"a {self.type} parameter needs low <= high (got low={self.low}, high={self.high})")
+        elif self.log and self.low <= 0:
+            raise ValueError(f"log=true needs low > 0 (got {self.low})")
+        return self
+
+
+class SearchConfig(Section):
+    metric: str = Field("auto", description="metrics.json key to optimize; auto: eval.metric of the task.")
+    direction: Literal["auto", "maximize", "minimize"] = Field("auto", description="auto: minimize losses and errors, maximize the rest.")
+    n_trials: int | None = Field(None, gt=0, description="Trials to run in this invocation (with timeout: whichever ends first).")
+    timeout: float | None = Field(None, gt=0, description="Stop starting new trials after this many seconds.")
+    sampler: Literal["tpe", "random", "grid", "cmaes"] = Field("tpe", description="tpe, random, grid (float and int ranges need a step), cmaes.")
+    pruner: Literal["none", "median", "hyperband"] = Field("median", description="Stop unpromising trials from their evaluations.")
+    seed: int = Field(0, description="Sampler seed.")
+    storage: str | None = Field(None, description="Any Optuna storage URL.", json_schema_extra={"shown_default": "sqlite OUTPUT_DIR/study.db"})
+    study_name: str = Field("lmtune", description="Study name within the storage.")
+    space: dict[str, ParamSpec] = Field(
+        default_factory=dict, description="Config key -> {type: float|int|categorical, low, high, log, step, choices, when}."
+    )
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
+
+    @model_validator(mode="after")
+    def _stops(self) -> SearchConfig:
+        if self.space and self.n_trials is None and self.timeout is None:
+            raise ValueError("search needs search.n_trials or search.timeout (or both) to know when to stop")
+        return self
+
+
+class Config(Section):
+    """A whole config. Each task subclasses it (in its module under tasks/) with its own `task`
+    name and `data` section; `lmtune.config.build_config` validates a dict with the task's class."""
+
+    # No default here: each task's class has its own name as default, and build_config picks DEFAULT_TASK from the registry.
+    task: str = Field(description="What to fine-tune for; each task (below) has its own data keys.")
+    resume: str | None = Field(
+        None, description="auto: continue from the newest complete checkpoint in output.dir, if any; or a checkpoint or run folder."
+    )
+    resume_allow_changes: bool = Field(
+        False, description="Let a resumed run change epochs, max_steps, learning rates, clipping, precision or eval settings."
+    )
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    method: MethodConfig = Field(default_factory=MethodConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+
+    @model_validator(mode="after")
+    def _required(self) -> Config:
+        if not self.model.name_or_path:
+            raise ValueError("model.name_or_path is required (a model folder, hub id or .gguf file)")
+        if not self.data.train:
+            raise ValueError("data.train is required (a data file, datasets folder or hub name)")
+        return self
+
+    def with_defaults(self) -> Config:
+        """A copy with the method-dependent defaults filled in: the config a run folder records."""
+        if self.train.learning_rate is not None:
+            return self
+        resolved = self.model_copy(deep=True)
+        resolved.train.learning_rate = DEFAULT_LEARNING_RATES[self.method.name]
+        return resolved
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """Turn ['train.learning_rate=1e-4', ...] into a nested dict; values are parsed as YAML."""
+    flat: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key.sub=value (e.g. train.epochs=2)")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"override {item!r} has an empty key part")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        if isinstance(value, bool) and raw.strip().lower() not in ("true", "false"):
+            value = raw  # YAML 1.1 reads yes/no/on/off as booleans; on a command line they are words
+        flat[".".join(parts)] = value
+    return nest_keys(flat)
+
+
+def nest_keys(flat: dict[str, Any]) -> dict[str, Any]:
+    """{'train.learning_rate': 1e-4} -> {'train': {'learning_rate': 1e-4}}."""
+    tree: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = tree
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"key {key!r} conflicts with another value given for '{part}'")
+        node[leaf] = value
+    return tree
+
+
+def flatten_keys(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'train': {'learning_rate': 1e-4}} -> {'train.learning_rate': 1e-4}; the inverse of nest_keys."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten_keys(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def merge_dicts(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `extra` laid over it, nested dicts merged key by key."""
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_dicts(out[key], value)
+        else:
+            out[key] = value
+    return out
