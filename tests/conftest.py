@@ -7,6 +7,7 @@ weights, saved as a normal Hugging Face folder (safetensors) in a temporary dire
 from __future__ import annotations
 
 import csv
+import json
 import random
 from pathlib import Path
 
@@ -205,8 +206,6 @@ IDENTITY = [
 @pytest.fixture(scope="session")
 def identity_data(tmp_path_factory) -> dict[str, Path]:
     """Alpaca-format JSON: the identity questions, repeated, as train; the same questions as validation."""
-    import json
-
     root = tmp_path_factory.mktemp("identity")
     rows = [{"instruction": q, "input": "", "output": a} for q, a in IDENTITY]
     (root / "train.json").write_text(json.dumps(rows * 8))
@@ -254,3 +253,66 @@ def translation_data(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("pairs")
     return {"train": write_csv(root / "train.csv", translation_rows(400, 1)),
             "validation": write_csv(root / "validation.csv", translation_rows(40, 2))}
+
+
+# --- lmtune serve: the trained models the servers in tests/serve serve ---
+
+
+@pytest.fixture(scope="session")
+def classifier_run(tiny_models, toy_data, tmp_path_factory) -> Path:
+    """A tiny BERT classifier trained on the toy sentiment rows (pos / neg)."""
+    out = tmp_path_factory.mktemp("serve") / "sentiment"
+    import lmtune
+
+    lmtune.train(make_config(tiny_models["bert"], toy_data, out), progress=False)
+    return out
+
+
+def serving_lm(folder: Path, positions: int = 4096, extra_words: int = 0) -> Path:
+    """A tiny Llama with the chat template and a long context (for long replies), saved as a base model folder."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = lm_tokenizer(CHAT_TEMPLATE)
+    if extra_words:
+        tokenizer.add_tokens([f"w{i}" for i in range(extra_words)])
+    torch.manual_seed(0)
+    eos = LM_VOCAB.index("</s>")
+    LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=positions, bos_token_id=LM_VOCAB.index("<s>"), eos_token_id=eos,
+        pad_token_id=None, tie_word_embeddings=True,
+    )).save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def chat_run(tmp_path_factory) -> Path:
+    """A LoRA run (adapter only, not merged) on a tiny chat model that full fine-tuning taught the identity answers.
+
+    (LoRA alone on random weights this small learns too little to give non-empty replies.)
+    """
+    import lmtune
+
+    root = tmp_path_factory.mktemp("chat")
+    train = root / "train.json"
+    train.write_text(json.dumps([{"instruction": q, "output": a} for q, a in IDENTITY] * 32))
+
+    def run(model: Path, name: str, method: dict, epochs: int) -> Path:
+        lmtune.train({
+            "task": "causal_lm", "model": {"name_or_path": str(model), "max_length": 64},
+            "data": {"train": str(train), "validation": str(train)}, "method": method,
+            "train": {"epochs": epochs, "batch_size": 8, "learning_rate": 1e-2, "seed": 0, "save_every_n_steps": 1000},
+            "eval": {"generate": False}, "output": {"dir": str(root / name)},
+        }, progress=False)
+        return root / name
+
+    taught = run(serving_lm(root / "base", positions=256), "taught", {"name": "full"}, 6)
+    return run(taught / "best", "identity", {"name": "lora", "lora_rank": 8}, 1)
+
+
+@pytest.fixture(scope="session")
+def long_lm(tmp_path_factory) -> Path:
+    """A random tiny LM over a large vocabulary: its greedy replies run to max_tokens (slow on purpose, by length)."""
+    return serving_lm(tmp_path_factory.mktemp("long") / "long-lm", positions=8192, extra_words=3000)

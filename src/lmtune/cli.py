@@ -1,4 +1,4 @@
-"""The `lmtune` command: train, search, eval, predict, generate, chat, export, merge, demo. Thin: it parses, calls the library, prints."""
+"""The `lmtune` command: train, search, eval, predict, generate, chat, serve, export, merge, demo. Thin: it parses, calls the library, prints."""
 
 from __future__ import annotations
 
@@ -235,6 +235,23 @@ def _merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from lmtune.serve.options import ServeOptions
+    from lmtune.serve.server import serve
+
+    key = args.api_key if args.api_key is not None else os.environ.get("LMTUNE_API_KEY")
+    options = ServeOptions(
+        host=args.host, port=args.port, api_key=key, model_name=args.model_name, max_batch_size=args.max_batch_size,
+        max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, timeout=args.timeout, max_body_bytes=args.max_body_bytes,
+        max_tokens=args.max_tokens,
+    )
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not key:
+        print(f"lmtune serve: warning: --host {args.host} takes requests from other machines and no --api-key is set",
+              file=sys.stderr)
+    serve(args.model, options, gguf_file=args.gguf_file)
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from lmtune.report import write_report
 
@@ -251,6 +268,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from lmtune.serve.options import ServeOptions as ServeDefaults
+
     parser = argparse.ArgumentParser(prog="lmtune", description="Fine-tune pretrained language models on your own data.")
     sub = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
@@ -323,6 +342,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("adapter", help="run folder or adapter folder")
     p.add_argument("output", help="folder to write the merged model to")
     p.set_defaults(run=_merge)
+
+    defaults = ServeDefaults()
+    p = sub.add_parser("serve", parents=[common], help="serve a model over HTTP: classify, answer, or OpenAI-compatible chat")
+    p.add_argument("model", help="run folder, saved model folder, base model folder or hub id")
+    p.add_argument("--host", default=defaults.host, help="address to listen on (default: this machine only)")
+    p.add_argument("--port", type=int, default=defaults.port)
+    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every endpoint but /health (or set LMTUNE_API_KEY)")
+    p.add_argument("--model-name", help="the model name clients ask for (default: the folder's name)")
+    p.add_argument("--gguf-file", help="GGUF file name inside MODEL (a folder), for a base model given as GGUF")
+    p.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size,
+                   help="inputs in one forward pass, and the most one request may send")
+    p.add_argument("--max-wait-ms", type=float, default=defaults.max_wait_ms, help="how long a batch waits to fill up")
+    p.add_argument("--max-queue", type=int, default=defaults.max_queue, help="requests that may wait for the model; more get 503")
+    p.add_argument("--timeout", type=float, default=defaults.timeout, help="seconds a request may take, waiting included (504)")
+    p.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes, help="larger request bodies get 413")
+    p.add_argument("--max-tokens", type=int, default=defaults.max_tokens, help="the most new tokens a request may ask for")
+    p.set_defaults(run=_serve)
 
     p = sub.add_parser("report", parents=[common], help="rebuild RUN/report.md and its plots from the run folder's logs")
     p.add_argument("run_dir", metavar="RUN", help="run folder (finished or not)")

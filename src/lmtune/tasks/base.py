@@ -127,6 +127,7 @@ class TaskClass(Protocol):
     name: str  # the config's `task`
     config_class: type[Config]  # its Config subclass, with its own `data` section
     predict_inputs: dict[str, str]  # fields `lmtune predict` takes (--NAME), with their help
+    predict_endpoint: str  # lmtune serve's POST /v1/NAME for those inputs; "" for language models
 
     def __call__(self, cfg: Config) -> Task: ...
 

@@ -61,6 +61,7 @@ class CausalLMTask:
     name: ClassVar[str] = "causal_lm"
     config_class: ClassVar[type[Config]] = CausalLMConfig
     predict_inputs: ClassVar[dict[str, str]] = {}  # replies come from `lmtune generate` and `lmtune chat`
+    predict_endpoint: ClassVar[str] = ""  # lmtune serve gives OpenAI's chat and completion endpoints instead
     generation_metrics = ("exact_match", "f1")  # scores of generated replies (eval.generate)
 
     def __init__(self, cfg: Config):

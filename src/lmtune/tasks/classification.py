@@ -78,6 +78,7 @@ class ClassificationTask:
     name: ClassVar[str] = "classification"
     config_class: ClassVar[type[Config]] = ClassificationConfig
     predict_inputs: ClassVar[dict[str, str]] = {"text": "a text to classify (repeatable)"}
+    predict_endpoint: ClassVar[str] = "classify"  # lmtune serve: POST /v1/classify
 
     def __init__(self, cfg: Config):
         assert isinstance(cfg, ClassificationConfig)
@@ -310,6 +311,11 @@ class Classifier:
                 chosen = [n for n, p in probs.items() if p >= threshold]
                 out.append({"labels": chosen, "probabilities": probs})
         return out
+
+    @property
+    def input_fields(self) -> list[str]:
+        """What each record of `predict_records` holds: the text, and its pair when the model was trained on pairs."""
+        return ["text", "text_pair"] if self.meta.get("text_pair_column") else ["text"]
 
     def read_records(self, path: str) -> list[dict[str, str]]:
         """`lmtune predict --input`: the rows of a data file, as the fields predict_records takes."""

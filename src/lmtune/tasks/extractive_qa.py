@@ -549,6 +549,7 @@ class ExtractiveQATask:
         "question": "extractive_qa: a question to answer from its --context (repeatable, paired in order)",
         "context": "extractive_qa: the text that holds the answer to the --question given with it (repeatable)",
     }
+    predict_endpoint: ClassVar[str] = "answer"  # lmtune serve: POST /v1/answer
 
     def __init__(self, cfg: Config):
         assert isinstance(cfg, ExtractiveQAConfig)
@@ -729,6 +730,11 @@ class QuestionAnswerer:
         # score None: no window had a valid span (the answer is then empty)
         return [{"answer": a.text, "start": a.start, "end": a.end, "score": a.score if math.isfinite(a.score) else None}
                 for a in answers]
+
+    @property
+    def input_fields(self) -> list[str]:
+        """What each record of `predict_records` holds."""
+        return ["question", "context"]
 
     def read_records(self, path: str) -> list[dict[str, str]]:
         """`lmtune predict --input`: the questions and contexts of a data file (SQuAD JSON or rows), read as in training."""

@@ -8,6 +8,7 @@ data/chat.py), with the run's system prompt.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +17,7 @@ from pydantic import BaseModel
 from torch import nn
 
 from lmtune.data.chat import has_chat_template, render_prompt
-from lmtune.eval.generation import Sampling, generate_texts, generation_options
+from lmtune.eval.generation import Completion, Sampling, complete, generate_texts
 from lmtune.models.loading import default_device, is_encoder_decoder, load_causal_lm, load_seq2seq_lm, load_tokenizer
 from lmtune.models.saving import base_model_config
 from lmtune.schema import ModelConfig
@@ -69,26 +70,42 @@ class Generator:
         """The next assistant message of each conversation."""
         texts = [self.prompt_text(c) for c in conversations]
         return generate_texts(self.model, self.tokenizer, texts, sampling or Sampling(), batch_size,
-                              add_special_tokens=self._special_tokens())
+                              add_special_tokens=self.special_tokens())
 
-    def _special_tokens(self) -> bool:
+    def special_tokens(self) -> bool:
         # A chat template writes its own special tokens; plain prompts and encoder inputs get the tokenizer's.
         return bool(self.meta.get("seq2seq")) or not has_chat_template(self.tokenizer)
 
-    def stream_reply(self, messages: list[dict[str, str]], sampling: Sampling, on_text: Any) -> str:
+    def complete(self, prompts: list[str], sampling: Sampling, chat: bool = True, should_stop: Callable[[], bool] | None = None,
+                 on_text: Callable[[str], None] | None = None) -> list[Completion]:
+        """Continue prompts in one batch, with token counts: chat prompts are rendered conversations
+        (`prompt_text`), else raw text continued as it is. `on_text` gets the reply piece by piece
+        (one prompt only); `should_stop` returning True ends the generation early."""
+        streamer = None
+        if on_text is not None:
+            from transformers import TextStreamer
+
+            class Relay(TextStreamer):
+                def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+                    assert on_text is not None
+                    on_text(text)
+
+            streamer = Relay(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        return complete(self.model, self.tokenizer, prompts, sampling, self.special_tokens() if chat else True,
+                        strip=chat, should_stop=should_stop, streamer=streamer)
+
+    def stream_reply(self, messages: list[dict[str, str]], sampling: Sampling, on_text: Callable[[str], None]) -> str:
         """Generate the next assistant message, handing each piece of text to `on_text` as it comes."""
-        from transformers import TextStreamer
+        return self.complete([self.prompt_text(messages)], sampling, on_text=on_text)[0].text
 
-        class Relay(TextStreamer):
-            def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
-                on_text(text)
-
-        enc = self.tokenizer(self.prompt_text(messages), return_tensors="pt", add_special_tokens=self._special_tokens()).to(self.device)
-        options = generation_options(self.model, self.tokenizer, sampling)
-        with torch.no_grad():
-            out = getattr(self.model, "generate")(**enc, **options, streamer=Relay(self.tokenizer, skip_prompt=True, skip_special_tokens=True))
-        new = out[0] if self.meta.get("seq2seq") else out[0, enc["input_ids"].shape[1]:]
-        return str(self.tokenizer.decode(new, skip_special_tokens=True)).strip()
+    def context_length(self) -> int | None:
+        """The most tokens (prompt and reply) the model takes; None when its config sets no limit."""
+        config = self.model.config
+        for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+            value = getattr(config, key, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
 
     def evaluate(self, path: str, batch_size: int = 8, max_generate: int | None = None, max_new_tokens: int = 128,
                  **options: Any) -> dict[str, Any]:

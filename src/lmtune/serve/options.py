@@ -1,0 +1,38 @@
+"""What `lmtune serve` is told: where it listens, who may call it, and every request limit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lmtune.errors import LmtuneError
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None  # every endpoint but /health then needs `Authorization: Bearer KEY`
+    model_name: str | None = None  # the name clients ask for (default: the run or model folder's name)
+    max_batch_size: int = 32  # texts in one forward pass, and the most one request may send
+    max_wait_ms: float = 5.0  # how long a batch waits for more requests before it runs
+    max_queue: int = 256  # requests waiting for the model; more get 503
+    timeout: float = 60.0  # seconds a request may take, waiting included; longer get 504
+    max_body_bytes: int = 1_000_000  # larger request bodies get 413
+    max_tokens: int = 1024  # the most new tokens a generation request may ask for
+    default_max_tokens: int = 128  # new tokens when a request names none (as `lmtune generate`)
+
+    def check(self) -> None:
+        """Refuse values no server can run with, naming the option."""
+        rules = [
+            (1 <= self.port <= 65535, f"--port {self.port} is not a port number (1-65535)"),
+            (self.max_batch_size >= 1, f"--max-batch-size {self.max_batch_size} must be at least 1"),
+            (self.max_wait_ms >= 0, f"--max-wait-ms {self.max_wait_ms} must be 0 or more"),
+            (self.max_queue >= 1, f"--max-queue {self.max_queue} must be at least 1"),
+            (self.timeout > 0, f"--timeout {self.timeout} must be more than 0 seconds"),
+            (self.max_body_bytes >= 1024, f"--max-body-bytes {self.max_body_bytes} must be at least 1024"),
+            (self.max_tokens >= 1, f"--max-tokens {self.max_tokens} must be at least 1"),
+            (self.api_key is None or self.api_key.strip() != "", "--api-key (or LMTUNE_API_KEY) is empty"),
+        ]
+        for ok, message in rules:
+            if not ok:
+                raise LmtuneError(message)
