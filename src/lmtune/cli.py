@@ -242,12 +242,16 @@ def _serve(args: argparse.Namespace) -> int:
     key = args.api_key if args.api_key is not None else os.environ.get("LMTUNE_API_KEY")
     options = ServeOptions(
         host=args.host, port=args.port, api_key=key, model_name=args.model_name, max_batch_size=args.max_batch_size,
-        max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, timeout=args.timeout, max_body_bytes=args.max_body_bytes,
+        forward_batch_size=args.forward_batch_size, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, timeout=args.timeout, max_body_bytes=args.max_body_bytes,
         max_tokens=args.max_tokens,
     )
     if args.host not in ("127.0.0.1", "localhost", "::1") and not key:
         print(f"lmtune serve: warning: --host {args.host} takes requests from other machines and no --api-key is set",
               file=sys.stderr)
+    if args.engine == "vllm":
+        from lmtune.serve.vllm import launch_vllm
+
+        launch_vllm(args.model, options)
     serve(args.model, options, gguf_file=args.gguf_file)
     return 0
 
@@ -353,11 +357,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gguf-file", help="GGUF file name inside MODEL (a folder), for a base model given as GGUF")
     p.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size,
                    help="inputs in one forward pass, and the most one request may send")
+    p.add_argument("--forward-batch-size", type=int, default=defaults.forward_batch_size,
+                   help="inputs per forward pass: a gathered batch runs as length-sorted passes of this many")
     p.add_argument("--max-wait-ms", type=float, default=defaults.max_wait_ms, help="how long a batch waits to fill up")
     p.add_argument("--max-queue", type=int, default=defaults.max_queue, help="requests that may wait for the model; more get 503")
     p.add_argument("--timeout", type=float, default=defaults.timeout, help="seconds a request may take, waiting included (504)")
     p.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes, help="larger request bodies get 413")
     p.add_argument("--max-tokens", type=int, default=defaults.max_tokens, help="the most new tokens a request may ask for")
+    p.add_argument("--engine", choices=["lmtune", "vllm"], default="lmtune",
+                   help="vllm: run `vllm serve` on a language-model run instead (where vLLM is installed)")
     p.set_defaults(run=_serve)
 
     p = sub.add_parser("report", parents=[common], help="rebuild RUN/report.md and its plots from the run folder's logs")

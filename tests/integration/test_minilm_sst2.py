@@ -47,6 +47,20 @@ def test_full_finetuning_reaches_80_percent(minilm, tmp_path):
     preds = clf.predict([r["sentence"] for r in rows], batch_size=64)
     accuracy = sum(p["label"] == r["label"] for p, r in zip(preds, rows)) / len(rows)
     assert accuracy == pytest.approx(result.metrics["accuracy"], abs=1e-9)
+    # served over HTTP, 8 clients at once, the run labels the dev set alike
+    from concurrent.futures import ThreadPoolExecutor
+
+    from servers import Server
+
+    server = Server(result.output_dir)
+    try:
+        with server.client() as client, ThreadPoolExecutor(8) as pool:
+            chunks = [rows[i : i + 32] for i in range(0, len(rows), 32)]
+            answers = pool.map(lambda c: client.post("/v1/classify", json={"texts": [r["sentence"] for r in c]}), chunks)
+            served = [p["label"] for a in answers for p in a.json()["predictions"]]
+    finally:
+        server.stop()
+    assert served == [p["label"] for p in preds]
 
 
 def test_freeze_reaches_80_percent_with_half_the_blocks(minilm, tmp_path):

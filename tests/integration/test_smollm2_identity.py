@@ -56,3 +56,22 @@ def test_lora_teaches_smollm2_a_new_name(tmp_path):
     replies_after = lm.generate(QUESTIONS, Sampling(max_new_tokens=24))
     assert NAME in replies_after[0] and sum(NAME in r for r in replies_after) >= 3, replies_after  # "Who are you?" first
     assert result.metrics["f1"] > 0.5
+
+    # lmtune serve: the LoRA run, not merged, through the official openai client
+    import openai
+
+    from servers import Server
+
+    alone = lm.reply([[{"role": "user", "content": QUESTIONS[0]}]], Sampling(max_new_tokens=24))[0]  # no batch padding
+    assert NAME in alone
+    server = Server(tmp_path / "run", "--model-name", "zorblat")
+    try:
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=120)
+        served = client.chat.completions.create(model="zorblat", messages=[{"role": "user", "content": QUESTIONS[0]}],
+                                                max_tokens=24)
+        assert served.choices[0].message.content == alone
+        streamed = client.chat.completions.create(model="zorblat", messages=[{"role": "user", "content": QUESTIONS[0]}],
+                                                  max_tokens=24, stream=True)
+        assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == alone
+    finally:
+        server.stop()

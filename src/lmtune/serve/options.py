@@ -13,8 +13,9 @@ class ServeOptions:
     port: int = 8000
     api_key: str | None = None  # every endpoint but /health then needs `Authorization: Bearer KEY`
     model_name: str | None = None  # the name clients ask for (default: the run or model folder's name)
-    max_batch_size: int = 32  # texts in one forward pass, and the most one request may send
-    max_wait_ms: float = 5.0  # how long a batch waits for more requests before it runs
+    max_batch_size: int = 32  # inputs gathered into one batch, and the most one request may send
+    forward_batch_size: int = 16  # a gathered batch runs as forward passes of this many inputs, sorted by length
+    max_wait_ms: float = 0.0  # how long a batch waits for more requests (0: it takes those already waiting)
     max_queue: int = 256  # requests waiting for the model; more get 503
     timeout: float = 60.0  # seconds a request may take, waiting included; longer get 504
     max_body_bytes: int = 1_000_000  # larger request bodies get 413
@@ -26,6 +27,7 @@ class ServeOptions:
         rules = [
             (1 <= self.port <= 65535, f"--port {self.port} is not a port number (1-65535)"),
             (self.max_batch_size >= 1, f"--max-batch-size {self.max_batch_size} must be at least 1"),
+            (self.forward_batch_size >= 1, f"--forward-batch-size {self.forward_batch_size} must be at least 1"),
             (self.max_wait_ms >= 0, f"--max-wait-ms {self.max_wait_ms} must be 0 or more"),
             (self.max_queue >= 1, f"--max-queue {self.max_queue} must be at least 1"),
             (self.timeout > 0, f"--timeout {self.timeout} must be more than 0 seconds"),

@@ -32,7 +32,8 @@ def add_predict_routes(app: FastAPI, served: Served, endpoint: str) -> None:
 
     def run(payloads: list[list[dict[str, str]]], should_stop: Callable[[], bool]) -> list[Any]:
         records = [r for p in payloads for r in p]
-        predictions = served.predictor.predict_records(records, batch_size=max(len(records), 1))
+        # Sorted by length into forward passes: on a CPU, 16 short texts padded alike beat 32 padded to the longest.
+        predictions = served.predictor.predict_records(records, batch_size=served.options.forward_batch_size)
         out, start = [], 0
         for p in payloads:
             out.append(predictions[start : start + len(p)])
