@@ -219,8 +219,19 @@ def _chat(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from lmtune.inference import export_model
 
+    if args.quantize and args.format != "onnx":
+        raise LmtuneError("--quantize int8 applies to --format onnx")
+    if args.merge and args.format == "onnx":
+        raise LmtuneError("--merge does not apply to --format onnx (an adapter is merged into the ONNX model anyway)")
     if args.output:
         check_creatable(args.output, "--output")
+    if args.format == "onnx":
+        from lmtune.onnx_export import export_onnx
+
+        target, check = export_onnx(args.run_dir, args.output, quantize=args.quantize)
+        print(f"ONNX model written to {target}; against the PyTorch model on {check['check_texts']} check texts: "
+              f"largest logit difference {check['max_logit_difference']:.2e}, labels agree {check['labels_agree']:.0%}")
+        return 0
     target = export_model(args.run_dir, args.output, merge=args.merge)
     print(f"model written to {target}")
     return 0
@@ -340,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN", help="run folder or saved model folder")
     p.add_argument("--output", help="folder to write (default: RUN/merged with --merge, else RUN/export)")
     p.add_argument("--merge", action="store_true", help="merge a LoRA adapter into its base model")
+    p.add_argument("--format", choices=["transformers", "onnx"], default="transformers",
+                   help="onnx: a classifier for onnxruntime (default folder RUN/onnx), checked against the PyTorch logits")
+    p.add_argument("--quantize", choices=["int8"], help="with --format onnx: dynamic int8 weights for CPU serving (RUN/onnx-int8)")
     p.set_defaults(run=_export)
 
     p = sub.add_parser("merge", parents=[common], help="merge a LoRA adapter into its base model (a plain transformers folder)")

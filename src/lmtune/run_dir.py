@@ -78,6 +78,10 @@ class RunDir:
     def export(self) -> Path:
         return self.path / "export"
 
+    def onnx(self, quantized: str | None = None) -> Path:
+        """Where `lmtune export --format onnx` writes (onnx-int8 with --quantize int8)."""
+        return self.path / (f"onnx-{quantized}" if quantized else "onnx")
+
     @property
     def checkpoints(self) -> Path:
         return self.path / "checkpoints"

@@ -12,6 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+import lmtune
+from conftest import make_config, toy_rows, write_csv
 from lmtune.inference import load
 from servers import Server
 
@@ -124,3 +126,21 @@ def test_the_server_survives_it_all_and_counts_it(client, expected):
     assert 'lmtune_requests_total{endpoint="/v1/classify",status="400"}' in metrics
     assert 'lmtune_requests_total{endpoint="/v1/classify",status="413"}' in metrics
     assert 'lmtune_request_seconds_bucket{endpoint="/v1/classify"' in metrics and "lmtune_queue_depth 0.0" in metrics
+
+
+def test_a_model_trained_on_pairs_takes_text_pairs(tiny_models, tmp_path):
+    rows = [{"text": r["text"], "pair": "the show was fine", "label": r["label"]} for r in toy_rows(120, seed=3)]
+    files = {"train": write_csv(tmp_path / "train.csv", rows), "validation": write_csv(tmp_path / "validation.csv", rows[:30])}
+    lmtune.train(make_config(tiny_models["bert"], files, tmp_path / "pairs", data={"text_pair_column": "pair"},
+                             train={"epochs": 1}), progress=False)
+    texts, pairs = [r["text"] for r in rows[:6]], [r["pair"] for r in rows[:6]]
+    want = load(tmp_path / "pairs", device="cpu").predict(texts, pairs)
+    server = Server(tmp_path / "pairs")
+    try:
+        with server.client() as client:
+            r = client.post("/v1/classify", json={"texts": texts, "text_pairs": pairs})
+            assert r.status_code == 200 and all(same(g, w) for g, w in zip(r.json()["predictions"], want))
+            r = client.post("/v1/classify", json={"texts": texts})
+            assert r.status_code == 422 and r.json()["error"]["param"] == "text_pairs"
+    finally:
+        server.stop()

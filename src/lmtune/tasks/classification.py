@@ -225,6 +225,10 @@ class ClassificationTask:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(folder)
+        if meta.get("format") == "onnx":  # lmtune export --format onnx: onnxruntime, on the CPU
+            from lmtune.models.onnx import ONNX_FILE, OnnxClassifierModel
+
+            return Classifier(OnnxClassifierModel(folder / ONNX_FILE, meta["onnx_inputs"]), tokenizer, meta, folder)
         if meta.get("adapter"):
             from peft import PeftModel
 
@@ -248,7 +252,8 @@ class Classifier:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        first = next(self.model.parameters(), None)
+        return first.device if first is not None else torch.device("cpu")  # an ONNX model has no torch parameters
 
     def loader(self, texts: list[str], pairs: list[str] | None, targets: list[Any] | None, batch_size: int) -> Any:
         ids, types, _ = encode_texts(self.tokenizer, texts, pairs, self.meta["max_length"])
