@@ -370,14 +370,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-name", help="the model name clients ask for (default: the folder's name)")
     p.add_argument("--gguf-file", help="GGUF file name inside MODEL (a folder), for a base model given as GGUF")
     p.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size,
-                   help="inputs in one forward pass, and the most one request may send")
+                   help="inputs gathered into one batch, and the most one request may send (default: %(default)s)")
     p.add_argument("--forward-batch-size", type=int, default=defaults.forward_batch_size,
-                   help="inputs per forward pass: a gathered batch runs as length-sorted passes of this many")
-    p.add_argument("--max-wait-ms", type=float, default=defaults.max_wait_ms, help="how long a batch waits to fill up")
-    p.add_argument("--max-queue", type=int, default=defaults.max_queue, help="requests that may wait for the model; more get 503")
-    p.add_argument("--timeout", type=float, default=defaults.timeout, help="seconds a request may take, waiting included (504)")
-    p.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes, help="larger request bodies get 413")
-    p.add_argument("--max-tokens", type=int, default=defaults.max_tokens, help="the most new tokens a request may ask for")
+                   help="inputs per forward pass: a gathered batch runs as length-sorted passes of this many (default: %(default)s)")
+    p.add_argument("--max-wait-ms", type=float, default=defaults.max_wait_ms, help="how long a batch waits to fill up (default: %(default)s: it takes the requests already waiting)")
+    p.add_argument("--max-queue", type=int, default=defaults.max_queue, help="requests that may wait for the model; more get 503 (default: %(default)s)")
+    p.add_argument("--timeout", type=float, default=defaults.timeout, help="seconds a request may take, waiting included; longer get 504 (default: %(default)s)")
+    p.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes, help="larger request bodies get 413 (default: %(default)s)")
+    p.add_argument("--max-tokens", type=int, default=defaults.max_tokens, help="the most new tokens a request may ask for (default: %(default)s)")
     p.add_argument("--engine", choices=["lmtune", "vllm"], default="lmtune",
                    help="vllm: run `vllm serve` on a language-model run instead (where vLLM is installed)")
     p.set_defaults(run=_serve)
