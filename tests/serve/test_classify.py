@@ -144,3 +144,8 @@ def test_a_model_trained_on_pairs_takes_text_pairs(tiny_models, tmp_path):
             assert r.status_code == 422 and r.json()["error"]["param"] == "text_pairs"
     finally:
         server.stop()
+
+
+def test_a_body_not_sent_as_json_is_told_the_header(client):
+    r = client.post("/v1/classify", content=b'{"texts": ["good"]}', headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 422 and "Content-Type: application/json" in r.json()["error"]["message"]

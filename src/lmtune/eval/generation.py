@@ -111,6 +111,8 @@ def _stopping(tokenizer: Any, prompt_length: int, stop: tuple[str, ...], should_
         def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
             if should_stop is not None and should_stop():
                 return torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+            if not stop:  # only the cancel check: no decoding on every new token
+                return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
             tails = tokenizer.batch_decode(input_ids[:, max(prompt_length, input_ids.shape[1] - window):], skip_special_tokens=True)
             return torch.tensor([any(s in t for s in stop) for t in tails], dtype=torch.bool, device=input_ids.device)
 

@@ -87,7 +87,12 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, err: RequestValidationError) -> JSONResponse:
-        message, param = validation_message(list(err.errors()))
+        kind = request.headers.get("content-type", "")
+        if request.method == "POST" and "json" not in kind:  # FastAPI reads a body as JSON only when it says so
+            message, param = (f"send the body as JSON with the header 'Content-Type: application/json' "
+                              f"(this request says {kind or 'no content type'!r})"), None
+        else:
+            message, param = validation_message(list(err.errors()))
         return JSONResponse(error_body(422, message, param), status_code=422)
 
     @app.exception_handler(LmtuneError)

@@ -25,7 +25,7 @@ from lmtune.data.chat import check_messages
 from lmtune.errors import DataError
 from lmtune.eval.generation import Completion, Sampling
 from lmtune.serve.errors import ApiError, error_body
-from lmtune.serve.served import Served
+from lmtune.serve.served import Served, split_back
 
 MAX_STOP = 4  # stop texts per request, as OpenAI allows
 
@@ -87,11 +87,7 @@ def add_openai_routes(app: FastAPI, served: Served) -> None:
         first = payloads[0]
         prompts = [p for g in payloads for p in g.prompts]
         done = lm.complete(prompts, first.sampling, chat=first.chat, should_stop=should_stop, on_text=first.on_text)
-        out, start = [], 0
-        for g in payloads:
-            out.append(done[start : start + len(g.prompts)])
-            start += len(g.prompts)
-        return out
+        return split_back(done, [len(g.prompts) for g in payloads])
 
     served.runners["generate"] = run
 

@@ -16,6 +16,15 @@ from lmtune.serve.options import ServeOptions
 Runner = Callable[[list[Any], Callable[[], bool]], list[Any]]
 
 
+def split_back(results: list[Any], sizes: list[int]) -> list[list[Any]]:
+    """A batch's results cut back into one list per request, `sizes[i]` results for request i, in order."""
+    out, start = [], 0
+    for n in sizes:
+        out.append(results[start : start + n])
+        start += n
+    return out
+
+
 @dataclass
 class Served:
     predictor: Any  # what lmtune.load() gives: a Classifier, QuestionAnswerer or Generator
