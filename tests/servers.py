@@ -28,25 +28,31 @@ def free_port() -> int:
 class Server:
     """`lmtune serve MODEL ARGS` on a free port, up once /health answers."""
 
+    command = "serve"
+    ready_path = "/health"
+
     def __init__(self, model: Path | str, *args: str, env: dict[str, str] | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = Path(os.environ.get("TMPDIR", "/tmp")) / f"lmtune-serve-{self.port}.log"
+        self.log = Path(os.environ.get("TMPDIR", "/tmp")) / f"lmtune-{self.command}-{self.port}.log"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lmtune", "serve", str(model), "--port", str(self.port), *args],
+            [sys.executable, "-m", "lmtune", self.command, *self.arguments(str(model)), "--port", str(self.port), *args],
             stdout=subprocess.DEVNULL, stderr=self.log.open("w"), env={**os.environ, **(env or {})},
         )
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"lmtune serve exited with {self.proc.returncode}: {self.output()}")
+                raise RuntimeError(f"lmtune {self.command} exited with {self.proc.returncode}: {self.output()}")
             try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                if httpx.get(f"{self.url}{self.ready_path}", timeout=2).status_code in (200, 401):
                     return
             except httpx.TransportError:
                 time.sleep(0.2)
         self.stop()
-        raise RuntimeError(f"lmtune serve did not answer /health within {START_TIMEOUT_S} s: {self.output()}")
+        raise RuntimeError(f"lmtune {self.command} did not answer {self.ready_path} within {START_TIMEOUT_S} s: {self.output()}")
+
+    def arguments(self, model: str) -> list[str]:
+        return [model]
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -65,3 +71,13 @@ class Server:
         return self.proc.returncode
 
 
+
+
+class UiServer(Server):
+    """`lmtune ui --workspace WORKSPACE ARGS` on a free port, up once its page answers."""
+
+    command = "ui"
+    ready_path = "/api/workspace"
+
+    def arguments(self, model: str) -> list[str]:
+        return ["--workspace", model]

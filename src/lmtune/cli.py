@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from lmtune.errors import Interrupted, LmtuneError, OutputError
+from lmtune.errors import ConfigError, Interrupted, LmtuneError, OutputError
 from lmtune.paths import check_creatable, check_writable_file
 from lmtune.progress import quiet
 
@@ -267,6 +267,18 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ui(args: argparse.Namespace) -> int:
+    from lmtune.ui.options import UiOptions
+    from lmtune.ui.server import resolve_token, run_ui
+
+    if args.max_upload_bytes <= 0:
+        raise ConfigError(f"--max-upload-bytes must be positive, not {args.max_upload_bytes}")
+    token = resolve_token(args.token, args.host)
+    run_ui(UiOptions(workspace=Path(args.workspace), host=args.host, port=args.port, token=token,
+                     max_upload_bytes=args.max_upload_bytes))
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from lmtune.report import write_report
 
@@ -284,6 +296,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from lmtune.serve.options import ServeOptions as ServeDefaults
+    from lmtune.ui.options import UiOptions
 
     parser = argparse.ArgumentParser(prog="lmtune", description="Fine-tune pretrained language models on your own data.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -381,6 +394,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=["lmtune", "vllm"], default="lmtune",
                    help="vllm: run `vllm serve` on a language-model run instead (where vLLM is installed)")
     p.set_defaults(run=_serve)
+
+    ui = UiOptions()
+    p = sub.add_parser("ui", parents=[common], help="a web app: look at data, launch, watch and compare runs")
+    p.add_argument("--host", default=ui.host, help="address to listen on (default: this machine only)")
+    p.add_argument("--port", type=int, default=ui.port, help="(default: %(default)s)")
+    p.add_argument("--workspace", default=".", help="the folder of data files and runs the app works in (default: the current folder)")
+    p.add_argument("--token", help="require this token on every page and call (or set LMTUNE_UI_TOKEN); the printed link carries it")
+    p.add_argument("--max-upload-bytes", type=int, default=ui.max_upload_bytes, help="largest data file an upload may send (default: %(default)s)")
+    p.set_defaults(run=_ui)
 
     p = sub.add_parser("report", parents=[common], help="rebuild RUN/report.md and its plots from the run folder's logs")
     p.add_argument("run_dir", metavar="RUN", help="run folder (finished or not)")

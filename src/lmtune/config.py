@@ -7,6 +7,7 @@ key or value raises `ConfigError` naming the key, the value and what is allowed.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -104,19 +105,41 @@ def section_of(loc: tuple[Any, ...], cls: type[BaseModel]) -> type[BaseModel] | 
     return cls
 
 
-def _format_errors(err: ValidationError, source: str, cls: type[Config]) -> str:
-    lines = []
+def error_items(err: ValidationError, cls: type[Config]) -> list[tuple[str, str]]:
+    """(key, message) for each problem pydantic found, worded as the CLI words them."""
+    items = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"])
         if e["type"] == "extra_forbidden":
             section = section_of(e["loc"][:-1], cls)
             allowed = ", ".join(section.model_fields) if section else ""
-            lines.append(f"unknown key '{key}'" + (f"; allowed here: {allowed}" if allowed else ""))
+            items.append((key, f"unknown key '{key}'" + (f"; allowed here: {allowed}" if allowed else "")))
         elif e["type"] == "value_error":
-            lines.append(str(e["ctx"]["error"]) if "ctx" in e else e["msg"])
+            items.append((key, str(e["ctx"]["error"]) if "ctx" in e else e["msg"]))
         else:
-            lines.append(f"key '{key}' has invalid value {e['input']!r}: {e['msg']}")
-    return f"invalid config ({source}):\n  " + "\n  ".join(lines)
+            items.append((key, f"key '{key}' has invalid value {e['input']!r}: {e['msg']}"))
+    return items
+
+
+def config_problems(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """Every problem of a config dict as (key, message); empty when it is valid (the web app's field errors)."""
+    try:
+        cls = config_class(data.get("task", DEFAULT_TASK))
+        data = _other_tasks_keys(data, cls)
+    except ConfigError as err:
+        key = re.search(r"key '([\w.]+)'", str(err))
+        return [(key.group(1) if key else "task", str(err))]
+    try:
+        cls.model_validate(data)
+    except ValidationError as err:
+        # a check over the whole config has no location: the key it names is where it shows
+        return [(key or next(iter(re.findall(r"\b[a-z_]+\.[a-z_.]+[a-z_]", message)), ""), message)
+                for key, message in error_items(err, cls)]
+    return []
+
+
+def _format_errors(err: ValidationError, source: str, cls: type[Config]) -> str:
+    return f"invalid config ({source}):\n  " + "\n  ".join(message for _, message in error_items(err, cls))
 
 
 def build_config(data: dict[str, Any] | Config, source: str = "config") -> Config:

@@ -29,7 +29,7 @@ def test_smollm2_gguf_lora_classifier_learns_sst2(tmp_path):
             "model": {"name_or_path": str(folder / "SmolLM2-135M-Instruct.Q4_1.gguf"), "max_length": 64},
             "data": {
                 "train": str(SST2 / "train.tsv"), "validation": str(SST2 / "dev.tsv"), "text_column": "sentence",
-                "max_train_examples": 800, "max_eval_examples": 300,
+                "max_train_examples": 560, "max_eval_examples": 200,
             },
             "method": {"name": "lora", "lora_rank": 8},
             "train": {"epochs": 1, "batch_size": 16, "learning_rate": 5e-4, "head_learning_rate": 5e-3, "warmup_ratio": 0.1, "seed": 0},

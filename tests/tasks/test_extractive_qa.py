@@ -28,6 +28,7 @@ from lmtune.tasks.extractive_qa import (
     read_qa,
     span_losses,
 )
+from toy import write_csv
 
 # --- a toy world: who lives where and works as what, among filler sentences -------------------
 
@@ -75,14 +76,6 @@ def toy_rows(n: int, seed: int) -> list[dict]:
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
-def write_csv(path: Path, rows: list[dict]) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
     return path
 
 

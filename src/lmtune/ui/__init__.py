@@ -1,0 +1,1 @@
+"""`lmtune ui`: a web app over a workspace folder to look at data, launch, watch and compare runs."""

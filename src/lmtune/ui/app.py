@@ -1,0 +1,251 @@
+"""The FastAPI app of `lmtune ui`: a JSON API over the workspace, and the page that uses it.
+
+Everything is served from this process (no CDN, fonts or telemetry), so the app works offline.
+With a token, every path asks for it: `?token=` once (which sets a cookie), the cookie, or an
+`Authorization: Bearer` header. Requests whose Host is not this machine are refused, so that a
+web page elsewhere cannot reach the app through DNS rebinding.
+"""
+
+from __future__ import annotations
+
+import hmac
+import shutil
+import tempfile
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode
+
+import yaml
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.background import BackgroundTask
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from lmtune.config import DEFAULT_TASK, config_class, config_problems
+from lmtune.errors import LmtuneError
+from lmtune.run_dir import RunDir
+from lmtune.ui import runs as run_info
+from lmtune.ui.data_summary import summarize
+from lmtune.ui.form import form_sections, to_yaml
+from lmtune.ui.jobs import Jobs
+from lmtune.ui.options import UiOptions
+from lmtune.ui.workspace import UiError, Workspace
+
+COOKIE = "lmtune_ui_token"
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "[::1]"}
+
+
+def build_app(options: UiOptions) -> FastAPI:
+    ws = Workspace(options.workspace)
+    jobs = Jobs(ws)
+    app = FastAPI(title="lmtune ui", docs_url=None, redoc_url=None, openapi_url=None)
+    static = resources.files("lmtune.ui") / "static"
+
+    @app.exception_handler(UiError)
+    async def refused(request: Request, err: UiError) -> JSONResponse:
+        return JSONResponse({"error": str(err)}, status_code=err.status)
+
+    @app.exception_handler(LmtuneError)
+    async def bad_input(request: Request, err: LmtuneError) -> JSONResponse:
+        return JSONResponse({"error": str(err)}, status_code=400)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page() -> str:
+        return (static / "index.html").read_text(encoding="utf-8")
+
+    @app.get("/static/{name}")
+    async def asset(name: str) -> Response:
+        kinds = {".js": "text/javascript", ".css": "text/css"}
+        item = static / name
+        if Path(name).suffix not in kinds or "/" in name or not item.is_file():
+            raise UiError(f"no such file: {name}", 404)
+        return Response(item.read_text(encoding="utf-8"), media_type=kinds[Path(name).suffix])
+
+    @app.get("/api/workspace")
+    async def workspace() -> dict[str, Any]:
+        return {"root": str(ws.root), "data_files": ws.data_files(), "tasks": list(_tasks()),
+                "max_upload_bytes": options.max_upload_bytes}
+
+    @app.put("/api/upload")
+    async def upload(request: Request, name: str) -> dict[str, Any]:
+        target = ws.new_upload(name)
+        declared = int(request.headers.get("content-length") or 0)
+        if declared > options.max_upload_bytes:
+            raise UiError(f"upload {name!r} is {declared:,} bytes; the limit is {options.max_upload_bytes:,}", 413)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.part")
+        size = 0
+        try:
+            with partial.open("wb") as f:
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > options.max_upload_bytes:
+                        raise UiError(f"upload {name!r} is over the limit of {options.max_upload_bytes:,} bytes", 413)
+                    f.write(chunk)
+            partial.rename(target)
+        finally:
+            partial.unlink(missing_ok=True)
+        return {"path": ws.relative(target), "bytes": size}
+
+    @app.get("/api/data")
+    def data(path: str, header: bool = True, text_column: str | None = None, label_column: str | None = None,
+                   model: str | None = None, max_length: int = 256) -> dict[str, Any]:
+        file = ws.path(path)
+        if not file.exists():
+            raise UiError(f"{path} does not exist in the workspace", 404)
+        if model and (ws.root / model).exists():  # a model folder of the workspace; else a path or hub id as given
+            model = str(ws.path(model))
+        return summarize(file, path, header, text_column or None, label_column or None, model or None, max_length)
+
+    @app.get("/api/form")
+    async def form(task: str = DEFAULT_TASK) -> dict[str, Any]:
+        return {"task": task, "sections": form_sections(config_class(task))}
+
+    @app.post("/api/config/check")
+    async def check(body: dict[str, Any]) -> dict[str, Any]:
+        """A config from the form (`config`) or from the YAML box (`yaml`): its problems and its YAML."""
+        config = _config_of(body)
+        problems = [{"key": k, "message": m} for k, m in config_problems(config)]
+        return {"config": config, "yaml": to_yaml(config), "problems": problems}
+
+    @app.post("/api/runs")
+    async def launch(body: dict[str, Any]) -> dict[str, Any]:
+        config = _config_of(body)
+        run = str(body.get("run") or "").strip()
+        if not run:
+            raise UiError("name the run folder (it is created inside the workspace)")
+        folder = ws.path(run)
+        if not RunDir(folder).is_empty():
+            raise UiError(f"{run} already holds files; pick a new run folder name, or resume that run from its page", 409)
+        problems = config_problems({**config, "output": {**config.get("output", {}), "dir": str(folder)}})
+        if problems:
+            return JSONResponse({"error": "the config is not valid", "problems": [{"key": k, "message": m} for k, m in problems]},
+                                status_code=422)  # type: ignore[return-value]
+        configs = ws.app_folder / "configs"
+        configs.mkdir(parents=True, exist_ok=True)
+        config_file = configs / f"{folder.name}-{len(list(configs.iterdir()))}.yaml"
+        config_file.write_text(to_yaml(config), encoding="utf-8")
+        job = jobs.start(config_file, ws.relative(folder) if folder.exists() else run.strip("/"))
+        return {"run": job.run, "pid": job.pid}
+
+    @app.get("/api/runs")
+    def listing() -> list[dict[str, Any]]:
+        rows = []
+        for run in ws.run_folders():
+            try:
+                rows.append(run_info.summary(ws, jobs, run))
+            except LmtuneError as err:
+                rows.append({"path": ws.relative(run.path), "status": "unreadable", "error": str(err), "metrics": {}})
+        rows += run_info.pending(ws, jobs, {r["path"] for r in rows})
+        return sorted(rows, key=lambda r: -r.get("modified", 0))
+
+    @app.get("/api/run")
+    def run_detail(path: str) -> dict[str, Any]:
+        run = _run(path)
+        if not run.is_run():
+            listed = [r for r in run_info.pending(ws, jobs, set()) if r["path"] == path]
+            if listed:
+                return listed[0]
+            raise UiError(f"{path} is not a run folder (it has no config.yaml)", 404)
+        return run_info.detail(ws, jobs, run)
+
+    @app.post("/api/run/stop")
+    async def stop(path: str) -> dict[str, Any]:
+        job = jobs.stop(ws.relative(_run(path).path))
+        return {"run": job.run, "pid": job.pid, "signal": "SIGTERM"}
+
+    @app.post("/api/run/resume")
+    async def resume(path: str) -> dict[str, Any]:
+        run = _run(path)
+        if run.is_finished():
+            raise UiError(f"{path} has finished; there is nothing to resume", 409)
+        if not any(run.checkpoints.glob("step-*")):
+            raise UiError(f"{path} has no checkpoint to resume from", 409)
+        job = jobs.start(run.config_file, ws.relative(run.path), resume=True)
+        return {"run": job.run, "pid": job.pid}
+
+    @app.get("/api/file")
+    async def file(path: str) -> FileResponse:
+        """A file of the workspace (a plot of a report); never one outside it."""
+        target = ws.path(path)
+        if not target.is_file():
+            raise UiError(f"{path} is not a file in the workspace", 404)
+        return FileResponse(target)
+
+    @app.get("/api/run/download")
+    def download(path: str) -> FileResponse:
+        """The run's kept model folder (best/, else final/) as a zip."""
+        run = _run(path)
+        model = next((p for p in (run.best, run.final) if p.is_dir()), None)
+        if model is None:
+            raise UiError(f"{path} has no saved model yet", 404)
+        scratch = Path(tempfile.mkdtemp(prefix="lmtune-ui-"))
+        archive = shutil.make_archive(str(scratch / f"{run.path.name}-{model.name}"), "zip", model)
+        return FileResponse(archive, filename=Path(archive).name, background=BackgroundTask(shutil.rmtree, scratch, True))
+
+    def _run(path: str) -> RunDir:
+        return RunDir(ws.path(path))
+
+    app.add_middleware(TokenGate, token=options.token)
+    return app
+
+
+@lru_cache(maxsize=1)
+def _tasks() -> tuple[str, ...]:
+    from lmtune.tasks import TASKS
+
+    return tuple(TASKS)
+
+
+def _config_of(body: dict[str, Any]) -> dict[str, Any]:
+    if "yaml" in body:
+        try:
+            config = yaml.safe_load(str(body["yaml"])) or {}
+        except yaml.YAMLError as err:
+            raise UiError(f"the YAML is not valid: {err}", 422) from None
+    else:
+        config = body.get("config") or {}
+    if not isinstance(config, dict):
+        raise UiError(f"the config must be a mapping of keys, not {type(config).__name__}", 422)
+    return config
+
+
+class TokenGate:
+    """Every request needs the token (when one is set) and a Host that names this machine."""
+
+    def __init__(self, app: ASGIApp, token: str | None):
+        self.app, self.token = app, token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        host = (request.headers.get("host") or "").rsplit(":", 1)[0]
+        if host not in LOCAL_HOSTS and host != scope.get("server", ("",))[0]:
+            await JSONResponse({"error": f"host {host!r} is not this machine"}, status_code=403)(scope, receive, send)
+            return
+        if self.token is None:
+            await self.app(scope, receive, send)
+            return
+        query = parse_qs(scope.get("query_string", b"").decode())
+        given = query.get("token", [None])[0]
+        if given is not None and hmac.compare_digest(given, self.token):
+            rest = {k: v for k, v in query.items() if k != "token"}
+            target = request.url.path + ("?" + urlencode(rest, doseq=True) if rest else "")
+            response = RedirectResponse(target, status_code=303)
+            response.set_cookie(COOKIE, self.token, httponly=True, samesite="strict")
+            await response(scope, receive, send)
+            return
+        bearer = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        cookie = request.cookies.get(COOKIE, "")
+        if any(hmac.compare_digest(v, self.token) for v in (bearer, cookie) if v):
+            await self.app(scope, receive, send)
+            return
+        message = "a wrong or missing token: open the link `lmtune ui` printed (it ends in ?token=...)"
+        if request.url.path.startswith("/api/"):
+            await JSONResponse({"error": message}, status_code=401)(scope, receive, send)
+        else:
+            await HTMLResponse(f"<!doctype html><title>lmtune ui</title><p>{message}</p>", status_code=401)(scope, receive, send)

@@ -1,0 +1,99 @@
+"""Runs the app launches: `lmtune train` (and `--resume`) as processes of their own.
+
+A job is a process started in its own session, so it goes on when the app stops; its record
+(`.lmtune-ui/jobs/NAME.json`: pid, command, run folder, start time) and its output
+(`NAME.out`) let a restarted app find it again. Stop sends SIGTERM: the run finishes its step,
+writes a checkpoint and exits, as on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from lmtune.files import write_json
+from lmtune.ui.workspace import UiError, Workspace
+
+
+@dataclass
+class Job:
+    name: str
+    pid: int
+    run: str  # the run folder, relative to the workspace
+    command: list[str]
+    started: float
+
+    def alive(self) -> bool:
+        try:
+            os.kill(self.pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return not _is_zombie(self.pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
+    except (OSError, IndexError):
+        return False
+
+
+class Jobs:
+    def __init__(self, workspace: Workspace):
+        self.ws = workspace
+        self.folder = workspace.app_folder / "jobs"
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+
+    def all(self) -> list[Job]:
+        self._reap()
+        jobs = []
+        for f in sorted(self.folder.glob("*.json")):
+            try:
+                jobs.append(Job(**json.loads(f.read_text(encoding="utf-8"))))
+            except (ValueError, TypeError):
+                continue  # a record cut short: not one of ours to manage
+        return jobs
+
+    def latest(self, run: str) -> Job | None:
+        """The last job started on a run folder, if the app started one."""
+        found = [j for j in self.all() if j.run == run]
+        return max(found, key=lambda j: j.started) if found else None
+
+    def output(self, job: Job) -> Path:
+        return self.folder / f"{job.name}.out"
+
+    def start(self, config_file: Path, run: str, resume: bool = False) -> Job:
+        current = self.latest(run)
+        if current is not None and current.alive():
+            raise UiError(f"{run} is already running (pid {current.pid}); stop it first", 409)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = f"{time.strftime('%Y%m%d-%H%M%S')}-{Path(run).name}{'-resume' if resume else ''}"
+        command = [sys.executable, "-m", "lmtune", "train", str(config_file), "--quiet", f"output.dir={self.ws.root / run}"]
+        if resume:
+            command.append("--resume")
+        with (self.folder / f"{name}.out").open("wb") as out:
+            # a session of its own: the run outlives the app, and Ctrl-C on the app does not reach it
+            process = subprocess.Popen(command, cwd=self.ws.root, stdout=out, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL, start_new_session=True)
+        self._children[process.pid] = process
+        job = Job(name=name, pid=process.pid, run=run, command=command, started=time.time())
+        write_json(self.folder / f"{name}.json", asdict(job))
+        return job
+
+    def stop(self, run: str) -> Job:
+        job = self.latest(run)
+        if job is None or not job.alive():
+            raise UiError(f"{run} is not running (only runs started here can be stopped here; stop others with Ctrl-C)", 409)
+        os.kill(job.pid, signal.SIGTERM)  # graceful: the loop checkpoints at the end of its step
+        return job
+
+    def _reap(self) -> None:
+        for pid, process in list(self._children.items()):
+            if process.poll() is not None:
+                del self._children[pid]

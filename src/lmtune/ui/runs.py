@@ -1,0 +1,110 @@
+"""What the app shows of a run, read from its folder alone, so runs started from the CLI appear too.
+
+Status: finished (metrics.json), running (a live job, or train.log written in the last minute),
+stopped (train.log ends saying a signal stopped it), failed (anything else). Progress and the ETA come from
+the step records in metrics.jsonl and the times in train.log.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import datetime
+from typing import Any
+
+from lmtune.run_dir import RunDir
+from lmtune.ui.jobs import Job, Jobs
+from lmtune.ui.workspace import Workspace
+
+RECENT_S = 60  # a CLI run whose log moved within this long is taken to be running
+TOTAL_STEPS = re.compile(r"^(\S+ \S+) INFO .*examples; (\d+) steps$")
+RESUMED = re.compile(r"^(\S+ \S+) INFO resumed from .* \(step (\d+),")
+LOG_TIME = "%Y-%m-%d %H:%M:%S,%f"
+
+
+def status(run: RunDir, job: Job | None, log_lines: list[str]) -> str:
+    if run.is_finished():
+        return "finished"
+    if job is not None and job.alive():
+        return "running"
+    if job is None and run.log_file.is_file() and time.time() - run.log_file.stat().st_mtime < RECENT_S:
+        return "running"
+    if any(" stopped by SIG" in line or " stopped at once" in line for line in log_lines[-3:]):
+        return "stopped"
+    return "failed"
+
+
+def _progress(history: list[dict[str, Any]], log_lines: list[str], running: bool) -> dict[str, Any]:
+    """Step, total steps and, while running, seconds left at the pace since the latest (re)start."""
+    step = max((r["step"] for r in history if "step" in r), default=0)
+    total, started, start_step = None, None, 0
+    for line in log_lines:
+        if m := TOTAL_STEPS.match(line):
+            total, started, start_step = int(m.group(2)), _when(m.group(1)), 0
+        elif m := RESUMED.match(line):
+            started, start_step = _when(m.group(1)), int(m.group(2))
+    eta = None
+    if running and total and started and step > start_step:
+        eta = round((time.time() - started) / (step - start_step) * (total - step))
+    return {"step": step, "total_steps": total, "fraction": min(step / total, 1.0) if total else None, "eta_s": eta}
+
+
+def _when(stamp: str) -> float | None:
+    try:
+        return datetime.strptime(stamp, LOG_TIME).timestamp()
+    except ValueError:
+        return None
+
+
+def summary(ws: Workspace, jobs: Jobs, run: RunDir) -> dict[str, Any]:
+    rel = ws.relative(run.path)
+    job = jobs.latest(rel)
+    log_lines = run.log_file.read_text(encoding="utf-8", errors="replace").splitlines() if run.log_file.is_file() else []
+    history = run.read_history()
+    state = status(run, job, log_lines)
+    cfg = run.read_config()
+    metrics = run.read_metrics() or {}
+    last_eval: dict[str, Any] = next((r for r in reversed(history) if r.get("type") == "eval"), {})
+    return {
+        "path": rel,
+        "status": state,
+        "task": cfg.task,
+        "model": cfg.model.name_or_path,
+        "method": cfg.method.name,
+        "started_here": job is not None,
+        "resumable": state in ("stopped", "failed") and any(run.checkpoints.glob("step-*")),
+        "modified": run.log_file.stat().st_mtime if run.log_file.is_file() else run.config_file.stat().st_mtime,
+        "metrics": {k: v for k, v in (metrics or last_eval).items() if isinstance(v, int | float) and k not in ("step", "epoch")},
+        **_progress(history, log_lines, state == "running"),
+    }
+
+
+def detail(ws: Workspace, jobs: Jobs, run: RunDir, log_lines: int = 60) -> dict[str, Any]:
+    """The summary with the history (for the curves), the log tail, the report and what the job printed."""
+    info = summary(ws, jobs, run)
+    job = jobs.latest(info["path"])
+    log = run.log_file.read_text(encoding="utf-8", errors="replace").splitlines() if run.log_file.is_file() else []
+    output = jobs.output(job).read_text(encoding="utf-8", errors="replace").splitlines() if job and jobs.output(job).is_file() else []
+    return {
+        **info,
+        "history": run.read_history(),
+        "log_tail": log[-log_lines:],
+        "job_output": output[-log_lines:] if info["status"] == "failed" else [],
+        "config_yaml": run.config_file.read_text(encoding="utf-8"),
+        "report": run.report_file.read_text(encoding="utf-8") if run.report_file.is_file() else None,
+        "plots": sorted(ws.relative(p) for p in run.plots.glob("*.png")) if run.plots.is_dir() else [],
+        "model_folder": next((ws.relative(p) for p in (run.best, run.final) if p.is_dir()), None),
+    }
+
+
+def pending(ws: Workspace, jobs: Jobs, known: set[str]) -> list[dict[str, Any]]:
+    """Jobs whose run folder is not written yet (the model is loading) or never was (the run failed first)."""
+    rows: dict[str, dict[str, Any]] = {}
+    for job in sorted(jobs.all(), key=lambda j: j.started):
+        if job.run in known or RunDir(ws.root / job.run).is_run():
+            continue
+        output = jobs.output(job).read_text(encoding="utf-8", errors="replace").splitlines() if jobs.output(job).is_file() else []
+        rows[job.run] = ({"path": job.run, "status": "starting" if job.alive() else "failed", "started_here": True,
+                     "modified": job.started, "job_output": output[-20:], "metrics": {}, "step": 0, "total_steps": None,
+                     "fraction": None, "eta_s": None, "resumable": False, "task": None, "model": None, "method": None})
+    return list(rows.values())

@@ -1,0 +1,291 @@
+// The lmtune web app: one page, routed by the URL's hash; every value is put in with
+// textContent (never as HTML), so a file's or a run's text cannot run in the page.
+"use strict";
+
+const main = document.getElementById("main");
+let timer = null;  // the current page's refresh, cleared when the page changes
+
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") el.className = v;
+    else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (v !== null && v !== undefined && v !== false) el.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) if (c !== null && c !== undefined) el.append(c instanceof Node ? c : String(c));
+  return el;
+}
+
+async function api(path, options = {}) {
+  const response = await fetch(path, { headers: { "Content-Type": "application/json" }, ...options });
+  const body = await response.json().catch(() => ({ error: `${response.status} ${response.statusText}` }));
+  if (!response.ok) { const err = new Error(body.error || response.statusText); err.body = body; err.status = response.status; throw err; }
+  return body;
+}
+
+const q = params => new URLSearchParams(Object.entries(params).filter(([, v]) => v !== "" && v !== null && v !== undefined)).toString();
+const errorBox = message => h("div", { class: "error", role: "alert" }, message);
+const duration = s => s === null || s === undefined ? "" : s >= 3600 ? `${Math.floor(s / 3600)} h ${Math.round(s % 3600 / 60)} min` : s >= 60 ? `${Math.floor(s / 60)} min ${s % 60} s` : `${s} s`;
+
+function route() {
+  clearInterval(timer);
+  const [page, query] = (location.hash.slice(2) || "runs").split("?");
+  const params = Object.fromEntries(new URLSearchParams(query || ""));
+  document.querySelectorAll("nav a").forEach(a => a.classList.toggle("active", a.dataset.page === page || (page === "run" && a.dataset.page === "runs")));
+  main.replaceChildren();
+  ({ data: dataPage, new: newRunPage, runs: runsPage, run: runPage }[page] || runsPage)(params);
+}
+window.addEventListener("hashchange", route);
+
+// ---- Data ------------------------------------------------------------------------------
+async function dataPage(params) {
+  const ws = await api("/api/workspace");
+  const pick = h("select", { id: "data-file" }, h("option", { value: "" }, "choose a data file"), ws.data_files.map(f => h("option", { value: f }, f)));
+  const upload = h("input", { type: "file", id: "data-upload", accept: ".csv,.tsv,.txt,.json,.jsonl,.ndjson,.parquet" });
+  const text = h("input", { id: "data-text-column", placeholder: "text (auto)" });
+  const label = h("input", { id: "data-label-column", placeholder: "label (auto)" });
+  const model = h("input", { id: "data-model", placeholder: "model folder or hub id (for token lengths)", size: 40 });
+  const maxLength = h("input", { id: "data-max-length", type: "number", value: 256, min: 1 });
+  const out = h("div", { id: "data-summary" });
+  const show = async () => {
+    if (!pick.value) return;
+    out.replaceChildren(h("p", { class: "muted" }, "reading…"));
+    try {
+      const info = await api("/api/data?" + q({ path: pick.value, text_column: text.value, label_column: label.value, model: model.value, max_length: maxLength.value }));
+      out.replaceChildren(dataSummary(info));
+    } catch (err) { out.replaceChildren(errorBox(err.message)); }
+  };
+  upload.addEventListener("change", async () => {
+    const file = upload.files[0];
+    if (!file) return;
+    if (file.size > ws.max_upload_bytes) { out.replaceChildren(errorBox(`${file.name} is ${file.size.toLocaleString()} bytes; the limit is ${ws.max_upload_bytes.toLocaleString()}`)); return; }
+    try {
+      const saved = await api("/api/upload?" + q({ name: file.name }), { method: "PUT", body: file, headers: { "Content-Type": "application/octet-stream" } });
+      pick.append(h("option", { value: saved.path }, saved.path));
+      pick.value = saved.path;
+      show();
+    } catch (err) { out.replaceChildren(errorBox(err.message)); }
+  });
+  pick.addEventListener("change", show);
+  main.append(h("h1", {}, "Data"), h("div", { class: "card" }, h("div", { class: "row" },
+    h("div", {}, h("label", { for: "data-file" }, "file in the workspace"), pick),
+    h("div", {}, h("label", { for: "data-upload" }, "or upload one"), upload),
+    h("div", {}, h("label", {}, "text column"), text), h("div", {}, h("label", {}, "label column"), label),
+    h("div", {}, h("label", {}, "model"), model), h("div", {}, h("label", {}, "model.max_length"), maxLength),
+    h("button", { id: "data-show", onclick: show }, "Show"))), out);
+  if (params.path) {
+    if (![...pick.options].some(o => o.value === params.path)) pick.append(h("option", { value: params.path }, params.path));
+    pick.value = params.path;
+    show();
+  }
+}
+
+function dataSummary(info) {
+  const parts = [h("p", { id: "data-shape" }, `${info.path}: ${info.rows.toLocaleString()} rows, columns ${info.columns.join(", ")}`)];
+  const charts = h("div", { class: "cols" });
+  if (info.labels) {
+    const box = h("div", { id: "label-chart" });
+    barChart(box, Object.keys(info.labels.counts), Object.values(info.labels.counts), { title: "labels" });
+    charts.append(h("div", { class: "card" }, h("h2", {}, `Labels (column ${info.labels.column})`), box,
+      info.labels.warning ? h("div", { class: "warning", id: "label-warning" }, info.labels.warning) : null));
+  }
+  if (info.lengths) {
+    const l = info.lengths, box = h("div", { id: "length-chart" });
+    barChart(box, l.counts.map((_, i) => `${Math.round(l.edges[i])}`), l.counts, { title: "text lengths", xLabel: "tokens", color: "#16a085" });
+    charts.append(h("div", { class: "card" }, h("h2", {}, `Length in tokens (column ${l.column})`), box,
+      h("p", { id: "truncated" }, `mean ${l.mean}, longest ${l.max}; ${l.truncated} of ${info.rows} rows are longer than model.max_length=${l.max_length} and would be cut`)));
+  }
+  parts.push(charts);
+  parts.push(h("div", { class: "card" }, h("h2", {}, "First rows"), h("table", { id: "data-head" },
+    h("tr", {}, info.columns.map(c => h("th", {}, c))),
+    info.head.map(row => h("tr", {}, info.columns.map(c => h("td", {}, row[c] === null ? "" : String(row[c]))))))));
+  return h("div", {}, parts);
+}
+
+// ---- New run ---------------------------------------------------------------------------
+async function newRunPage() {
+  const ws = await api("/api/workspace");
+  const task = h("select", { id: "task" }, ws.tasks.map(t => h("option", { value: t }, t)));
+  const runName = h("input", { id: "run-name", value: `runs/run-${new Date().toISOString().slice(0, 19).replace(/[-:T]/g, "")}`, size: 34 });
+  const form = h("div", { id: "form" });
+  const yamlBox = h("textarea", { id: "yaml", spellcheck: "false" });
+  const messages = h("div", { id: "form-messages" });
+  const launch = h("button", { id: "launch" }, "Launch");
+  const loadFile = h("input", { type: "file", id: "yaml-file", accept: ".yaml,.yml" });
+  const save = h("button", { class: "plain", id: "yaml-save" }, "Save YAML");
+  let fields = [];
+
+  const formConfig = () => {
+    const config = { task: task.value };
+    for (const f of fields) {
+      const input = form.querySelector(`[name="${f.key}"]`);
+      let value = f.kind === "bool" ? input.value : input.value.trim();
+      if (value === "" || value === String(f.default ?? "")) continue;
+      if (f.kind === "int" || f.kind === "float") value = Number(value);
+      else if (f.kind === "bool") value = value === "true";
+      else if (/^[[{]/.test(value)) { try { value = JSON.parse(value); } catch { /* left as text: the check names it */ } }
+      const [section, key] = f.key.split(".");
+      (config[section] = config[section] || {})[key] = value;
+    }
+    return config;
+  };
+  const fillForm = config => {
+    for (const f of fields) {
+      const [section, key] = f.key.split(".");
+      const value = (config[section] || {})[key];
+      const input = form.querySelector(`[name="${f.key}"]`);
+      input.value = value === undefined ? (f.kind === "bool" || f.kind === "choice" ? String(f.default) : "") : typeof value === "object" && value !== null ? JSON.stringify(value) : String(value);
+    }
+  };
+  const showProblems = problems => {
+    form.querySelectorAll(".field").forEach(el => { el.classList.remove("invalid"); el.querySelector(".problem").textContent = ""; });
+    const loose = [];
+    for (const p of problems) {
+      const field = form.querySelector(`.field[data-key="${p.key}"]`);
+      if (field) { field.classList.add("invalid"); field.querySelector(".problem").textContent = p.message; (field.closest("details") || {}).open = true; }
+      else loose.push(p.message);
+    }
+    messages.replaceChildren(...loose.map(errorBox));
+    launch.disabled = problems.length > 0;
+  };
+  const check = async body => {
+    try {
+      const result = await api("/api/config/check", { method: "POST", body: JSON.stringify(body) });
+      return result;
+    } catch (err) { messages.replaceChildren(errorBox(err.message)); launch.disabled = true; return null; }
+  };
+  const fromForm = async () => {
+    const result = await check({ config: formConfig() });
+    if (!result) return;
+    if (document.activeElement !== yamlBox) yamlBox.value = result.yaml;
+    showProblems(result.problems);
+  };
+  const fromYaml = async () => {
+    const result = await check({ yaml: yamlBox.value });
+    if (!result) return;
+    if (result.config.task && result.config.task !== task.value && ws.tasks.includes(result.config.task)) { task.value = result.config.task; await buildForm(); }
+    fillForm(result.config);
+    showProblems(result.problems);
+  };
+  const buildForm = async () => {
+    const spec = await api("/api/form?" + q({ task: task.value }));
+    fields = spec.sections.flatMap(s => s.fields);
+    form.replaceChildren(...spec.sections.map(s => {
+      const field = f => h("div", { class: "field", "data-key": f.key },
+        h("label", { for: `f-${f.key}` }, f.key),
+        f.kind === "bool" || f.kind === "choice"
+          ? h("select", { id: `f-${f.key}`, name: f.key }, (f.kind === "bool" ? [true, false] : f.choices).map(c => h("option", { value: String(c), selected: String(c) === String(f.default) }, String(c))))
+          : h("input", { id: `f-${f.key}`, name: f.key, type: f.kind === "text" ? "text" : "number", step: f.kind === "float" ? "any" : "1", placeholder: f.default === null ? "" : String(f.default) }),
+        h("div", { class: "help" }, f.description), h("div", { class: "problem" }));
+      return h("div", { class: "card" }, h("h2", {}, s.name),
+        s.fields.filter(f => f.main).map(field),
+        h("details", {}, h("summary", {}, "more keys"), s.fields.filter(f => !f.main).map(field)));
+    }));
+    form.querySelectorAll("input, select").forEach(el => el.addEventListener("change", fromForm));
+  };
+  let typing = null;
+  yamlBox.addEventListener("input", () => { clearTimeout(typing); typing = setTimeout(fromYaml, 400); });
+  task.addEventListener("change", async () => { await buildForm(); fromForm(); });
+  loadFile.addEventListener("change", async () => { if (loadFile.files[0]) { yamlBox.value = await loadFile.files[0].text(); fromYaml(); } });
+  save.addEventListener("click", () => {
+    const link = h("a", { href: URL.createObjectURL(new Blob([yamlBox.value], { type: "text/yaml" })), download: "config.yaml" });
+    link.click();
+  });
+  launch.addEventListener("click", async () => {
+    launch.disabled = true;
+    try {
+      const started = await api("/api/runs", { method: "POST", body: JSON.stringify({ yaml: yamlBox.value, run: runName.value }) });
+      location.hash = "#/run?" + q({ path: started.run });
+    } catch (err) {
+      if (err.body && err.body.problems) showProblems(err.body.problems); else messages.replaceChildren(errorBox(err.message));
+      launch.disabled = false;
+    }
+  });
+  main.append(h("h1", {}, "New run"), h("div", { class: "card row" },
+    h("div", {}, h("label", { for: "task" }, "task"), task),
+    h("div", {}, h("label", { for: "run-name" }, "run folder (in the workspace)"), runName),
+    h("div", {}, h("label", { for: "yaml-file" }, "load a YAML file"), loadFile), save, launch), messages,
+    h("div", { class: "cols" }, form, h("div", {}, h("div", { class: "card" }, h("h2", {}, "config.yaml"), yamlBox))));
+  await buildForm();
+  await fromForm();
+}
+
+// ---- Runs ------------------------------------------------------------------------------
+function progressCell(r) {
+  if (r.fraction === null || r.fraction === undefined) return h("td", {}, r.step ? `step ${r.step}` : "");
+  return h("td", {}, h("span", { class: "bar" }, h("span", { style: `width:${Math.round(r.fraction * 100)}%` })), ` ${r.step}/${r.total_steps}`,
+    r.eta_s !== null && r.eta_s !== undefined ? h("span", { class: "muted" }, ` · ${duration(r.eta_s)} left`) : null);
+}
+
+async function runsPage() {
+  const table = h("table", { id: "runs" });
+  const out = h("div", {});
+  const refresh = async () => {
+    try {
+      const rows = await api("/api/runs");
+      const metricKeys = [...new Set(rows.flatMap(r => Object.keys(r.metrics || {})))].filter(k => !/parameters|seconds|per_s/.test(k)).slice(0, 4);
+      table.replaceChildren(h("tr", {}, ["run", "status", "task", "model", "method", "progress", ...metricKeys].map(c => h("th", {}, c))),
+        ...rows.map(r => h("tr", { "data-run": r.path },
+          h("td", {}, h("a", { href: "#/run?" + q({ path: r.path }) }, r.path)),
+          h("td", {}, h("span", { class: `status ${r.status}` }, r.status)),
+          h("td", {}, r.task || ""), h("td", {}, r.model ? String(r.model).split("/").slice(-2).join("/") : ""), h("td", {}, r.method || ""),
+          progressCell(r), metricKeys.map(k => h("td", { class: "num" }, r.metrics[k] === undefined ? "" : (+r.metrics[k]).toPrecision(4))))));
+      out.replaceChildren(rows.length ? table : h("p", { class: "muted" }, "No runs in this workspace yet: start one on New run, or with lmtune train."));
+    } catch (err) { out.replaceChildren(errorBox(err.message)); }
+  };
+  main.append(h("h1", {}, "Runs"), h("div", { class: "card" }, out));
+  await refresh();
+  timer = setInterval(refresh, 2000);
+}
+
+async function runPage(params) {
+  const path = params.path;
+  const head = h("div", { class: "card", id: "run-head" });
+  const curves = h("div", { class: "cols" });
+  const lossBox = h("div", { id: "loss-chart" }), metricBox = h("div", { id: "metric-chart" });
+  curves.append(h("div", { class: "card" }, h("h2", {}, "Loss"), lossBox), h("div", { class: "card" }, h("h2", {}, "Validation metrics"), metricBox));
+  const log = h("pre", { class: "log", id: "log" });
+  const report = h("div", { id: "report" });
+  const config = h("pre", { class: "report", id: "run-config" });  // folded: it is long
+  const messages = h("div", {});
+  main.append(h("h1", {}, path), head, messages, curves, h("div", { class: "card" }, h("h2", {}, "Log"), log), report,
+    h("div", { class: "card" }, h("details", {}, h("summary", {}, "config.yaml (resolved)"), config)));
+  let shownReport = null;
+  const act = async what => {
+    try { await api(`/api/run/${what}?` + q({ path }), { method: "POST" }); messages.replaceChildren(); refresh(); }
+    catch (err) { messages.replaceChildren(errorBox(err.message)); }
+  };
+  const refresh = async () => {
+    let r;
+    try { r = await api("/api/run?" + q({ path })); } catch (err) { messages.replaceChildren(errorBox(err.message)); return; }
+    const running = r.status === "running" || r.status === "starting";
+    head.replaceChildren(h("div", { class: "row" },
+      h("span", { class: `status ${r.status}`, id: "run-status" }, r.status),
+      h("span", {}, [r.task, r.method, r.model].filter(Boolean).join(" · ")),
+      h("table", { style: "width:auto" }, h("tr", {}, progressCell(r))),
+      h("button", { id: "stop", class: "plain", disabled: !(running && r.started_here), onclick: () => act("stop") }, "Stop"),
+      h("button", { id: "resume", class: "plain", disabled: !r.resumable, onclick: () => act("resume") }, "Resume"),
+      r.model_folder ? h("a", { id: "download", href: "/api/run/download?" + q({ path }) }, `download ${r.model_folder.split("/").pop()}/ (zip)`) : null));
+    const history = r.history || [];
+    const train = history.filter(x => x.type === "train" && x.loss !== null);
+    const evals = history.filter(x => x.type === "eval");
+    lineChart(lossBox, [{ name: "train loss", points: train.map(x => [x.step, x.loss]) },
+      { name: "validation loss", points: evals.filter(x => typeof x.loss === "number").map(x => [x.step, x.loss]) }], { xLabel: "step", title: "loss" });
+    const keys = [...new Set(evals.flatMap(x => Object.keys(x)))].filter(k => !["type", "step", "epoch", "seconds", "loss"].includes(k) && !/per_s|seconds/.test(k) && evals.some(x => typeof x[k] === "number"));
+    lineChart(metricBox, keys.map(k => ({ name: k, points: evals.filter(x => typeof x[k] === "number").map(x => [x.step, x[k]]) })), { xLabel: "step", title: "evaluation", empty: "no evaluation yet" });
+    log.textContent = [...(r.log_tail || []), ...(r.job_output || [])].join("\n");
+    log.scrollTop = log.scrollHeight;
+    config.textContent = r.config_yaml || "";
+    if (r.report && r.report !== shownReport) {
+      shownReport = r.report;
+      report.replaceChildren(h("div", { class: "card" }, h("h2", {}, "Report"), h("div", {}, r.plots.map(p => h("img", { class: "plot", src: "/api/file?" + q({ path: p }), alt: p.split("/").pop() }))),
+        h("pre", { class: "report", id: "report-text" }, r.report)));
+    }
+    if (!running && timer) { clearInterval(timer); timer = null; }
+    if (running && !timer) timer = setInterval(refresh, 1500);
+  };
+  await refresh();
+}
+
+api("/api/workspace").then(ws => { document.getElementById("workspace").textContent = ws.root; }).catch(() => {});
+route();

@@ -1,0 +1,173 @@
+"""The web app in headless Chromium, used as a new user would: data, the form, a live run, its report, the token.
+
+Every test checks that the page made no request to anything but the app itself, and saves
+screenshots in its temp folder (set LMTUNE_SCREENSHOTS=DIR to keep a copy, as the README's are).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+import lmtune
+from conftest import Tab, run_config
+from servers import UiServer
+
+
+def field(tab: Tab, key: str):
+    return tab.page.locator(f'.field[data-key="{key}"]')
+
+
+def set_field(tab: Tab, key: str, value: str) -> None:
+    box = tab.page.locator(f'[name="{key}"]')
+    box.fill(value)
+    box.dispatch_event("change")
+
+
+def points(tab: Tab, chart: str) -> int:
+    series = tab.page.locator(f"#{chart} path.series")
+    return int(series.first.get_attribute("data-points") or 0) if series.count() else 0
+
+
+def wait_until(check, timeout_s: float, what: str, tab: Tab) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        tab.page.wait_for_timeout(250)
+    tab.shot("timeout")
+    raise AssertionError(f"{what} did not happen within {timeout_s} s; the log reads:\n{tab.page.locator('#log').inner_text()}")
+
+
+def test_data_page_shows_labels_lengths_and_rows(tab, workspace):
+    tab.open("data")
+    tab.page.select_option("#data-file", "skewed.csv")
+    tab.page.fill("#data-model", "models/bert")
+    tab.page.fill("#data-max-length", "6")
+    tab.page.click("#data-show")
+    bars = tab.page.locator("#label-chart rect.column")
+    bars.first.wait_for()
+    assert [(b.get_attribute("data-label"), b.get_attribute("data-value")) for b in bars.all()] == [("pos", "80"), ("neg", "10")]
+    assert "class_weights: balanced" in tab.page.locator("#label-warning").inner_text()
+    assert re.search(r"\d+ of 90 rows are longer than model.max_length=6", tab.page.locator("#truncated").inner_text())
+    assert sum(int(b.get_attribute("data-value")) for b in tab.page.locator("#length-chart rect.column").all()) == 90
+    assert tab.page.locator("#data-head tr").count() == 11  # the header and the first 10 rows
+    tab.shot("data")
+
+    tab.page.set_input_files("#data-upload", str(workspace / "validation.csv"))  # an upload is summarised at once
+    tab.page.locator("#data-shape", has_text="uploads/validation.csv: 60 rows").wait_for()
+    tab.page.select_option("#data-file", "broken.csv")
+    assert "line 3: malformed CSV" in tab.page.get_by_role("alert").inner_text()
+
+
+def test_a_path_outside_the_workspace_is_refused_in_the_page(tab, workspace):
+    (workspace.parent / "outside.csv").write_text("text,label\nsecret,pos\n")
+    tab.open("data?path=../outside.csv")
+    alert = tab.page.get_by_role("alert")
+    assert "outside the workspace" in alert.inner_text() and "secret" not in tab.page.content()
+    response = tab.page.goto(f"{tab.url}/api/file?path=../outside.csv")
+    assert response.status == 403 and "secret" not in tab.page.content()
+
+
+def test_the_form_shows_a_bad_value_at_its_field_and_follows_the_yaml(tab):
+    tab.open("new")
+    set_field(tab, "train.epochs", "-1")
+    problem = field(tab, "train.epochs").locator(".problem")
+    problem.filter(has_text="greater than 0").wait_for()
+    assert "key 'train.epochs' has invalid value -1" in problem.inner_text()
+    assert tab.page.locator("#launch").is_disabled()
+    assert "epochs: -1" in tab.page.input_value("#yaml")
+    tab.shot("new-run-error")
+
+    tab.page.fill("#yaml", "task: classification\nmodel: {name_or_path: models/bert}\ndata: {train: train.csv}\ntrain:\n  epochs: 3\n  warmup_ratio: 2\n")
+    wait_until(lambda: tab.page.input_value('[name="train.epochs"]') == "3", 10, "the form following the YAML", tab)
+    warmup = field(tab, "train.warmup_ratio")  # under "more keys", opened to show the problem
+    warmup.locator(".problem").filter(has_text="less than 1").wait_for()
+    assert warmup.is_visible()
+
+
+def test_launch_watch_stop_resume_a_run(tab, workspace):
+    tab.open("new")
+    for key, value in [("model.name_or_path", "models/bert"), ("model.max_length", "32"), ("data.train", "train.csv"),
+                       ("data.validation", "validation.csv"), ("train.epochs", "400"), ("train.learning_rate", "0.002"), ("train.save_every_n_steps", "100000")]:
+        set_field(tab, key, value)
+    tab.page.fill("#run-name", "runs/live")
+    wait_until(lambda: tab.page.locator("#launch").is_enabled(), 10, "the config passing its check", tab)
+    tab.page.click("#launch")
+    tab.page.wait_for_url(re.compile(r"#/run\?path=runs%2Flive"))
+    status = tab.page.locator("#run-status")
+    wait_until(lambda: points(tab, "loss-chart") >= 2, 120, "the first loss points", tab)
+    first = points(tab, "loss-chart")
+    assert status.inner_text() == "running"
+    wait_until(lambda: points(tab, "loss-chart") > first, 60, "the loss chart gaining points", tab)
+    tab.shot("run-live")
+
+    tab.page.click("#stop")
+    wait_until(lambda: status.inner_text() == "stopped", 60, "the run stopping", tab)
+    checkpoints = sorted((workspace / "runs" / "live" / "checkpoints").glob("step-*"))
+    assert checkpoints, "Stop left no checkpoint"
+    stopped_at = int(checkpoints[-1].name.split("-")[1])
+    assert "stopped by SIGTERM" in tab.page.locator("#log").inner_text()
+
+    tab.page.click("#resume")
+    wait_until(lambda: status.inner_text() == "running", 60, "the run resuming", tab)
+    wait_until(lambda: "resumed from" in tab.page.locator("#log").inner_text(), 60, "the resume in the log", tab)
+    history = lambda: (workspace / "runs" / "live" / "metrics.jsonl").read_text()  # noqa: E731
+    wait_until(lambda: f'"step": {stopped_at + 20},' in history(), 60, "steps after the checkpoint", tab)
+    tab.page.click("#stop")
+    wait_until(lambda: status.inner_text() == "stopped", 60, "the resumed run stopping", tab)
+
+
+def test_a_finished_run_from_the_cli_shows_in_the_list_with_its_report(tab, workspace):
+    config = run_config(workspace)
+    for section in ("model", "data"):
+        config[section] = {k: str(workspace / v) if k in ("name_or_path", "train", "validation") else v for k, v in config[section].items()}
+    result = lmtune.train({**config, "output": {"dir": str(workspace / "runs" / "from-cli")}}, progress=False)
+    tab.open("runs")
+    row = tab.page.locator('tr[data-run="runs/from-cli"]')
+    row.locator(".status", has_text="finished").wait_for()
+    assert f"{result.metrics['accuracy']:#.4g}" in row.inner_text()  # as the page writes it: 4 significant digits
+    tab.shot("runs")
+    row.locator("a").click()
+    tab.page.locator("#report-text").wait_for()
+    assert "# Run report" in tab.page.locator("#report-text").inner_text()
+    images = tab.page.locator("#report img.plot")
+    assert images.count() >= 2
+    wait_until(lambda: all(i.evaluate("el => el.complete && el.naturalWidth > 0") for i in images.all()), 20, "the plots loading", tab)
+    assert points(tab, "loss-chart") >= 2 and tab.page.locator("#download").is_visible()
+    assert tab.page.locator("#stop").is_disabled() and tab.page.locator("#resume").is_disabled()
+    tab.shot("run-report")
+
+
+def test_a_wrong_token_is_refused_and_the_printed_link_opens_the_app(browser, workspace, tmp_path):
+    server = UiServer(workspace, "--token", "letmein-123")
+    try:
+        tab = Tab(browser, server.url, tmp_path)
+        response = tab.page.goto(f"{server.url}/?token=wrong#/runs")
+        assert response.status == 401 and "wrong or missing token" in tab.page.content()
+        assert tab.page.goto(f"{server.url}/api/runs").status == 401
+        tab.page.goto(f"{server.url}/?token=letmein-123#/runs")
+        tab.page.locator("h1", has_text="Runs").wait_for()
+        assert "token" not in tab.page.url.split("#")[0]
+        assert tab.page.goto(f"{server.url}/api/workspace").status == 200  # the cookie now carries it
+        assert tab.foreign_requests() == [] and tab.errors == []
+        tab.context.close()
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("pages", [2])
+def test_several_tabs_at_once(browser, ui, tmp_path, pages):
+    tabs = [Tab(browser, ui.url, tmp_path) for _ in range(pages)]
+    try:
+        tabs[0].open("data")
+        tabs[1].open("runs")
+        tabs[0].page.select_option("#data-file", "train.csv")
+        tabs[0].page.locator("#data-shape", has_text="240 rows").wait_for()
+        tabs[1].page.locator("h1", has_text="Runs").wait_for()
+        assert all(t.errors == [] and t.foreign_requests() == [] for t in tabs)
+    finally:
+        for t in tabs:
+            t.context.close()
