@@ -14,6 +14,8 @@ import pytest
 
 from toy import FILLER, NEGATIVE, POSITIVE, SPECIALS, VOCAB, toy_rows, toy_sentence, write_csv  # noqa: F401 - used by tests
 
+pytest_plugins = ["webapp"]  # the web app's fixtures (tests/ui)
+
 
 @pytest.fixture(scope="session")
 def toy_data(tmp_path_factory) -> dict[str, Path]:

@@ -12,8 +12,9 @@ import time
 import pytest
 
 import lmtune
-from conftest import Tab, run_config
+from lmtune.run_dir import RunDir
 from servers import UiServer
+from webapp import Tab, run_config
 
 
 def field(tab: Tab, key: str):
@@ -171,3 +172,25 @@ def test_several_tabs_at_once(browser, ui, tmp_path, pages):
     finally:
         for t in tabs:
             t.context.close()
+
+
+def test_compare_two_runs_side_by_side(tab, workspace):
+    for name, lr in (("compare-a", 2e-3), ("compare-b", 5e-3)):
+        config = run_config(workspace, learning_rate=lr, epochs=3)
+        lmtune.train({**config, "model": {**config["model"], "name_or_path": str(workspace / "models" / "bert")},
+                      "data": {"train": str(workspace / "train.csv"), "validation": str(workspace / "validation.csv")},
+                      "output": {"dir": str(workspace / "runs" / name)}}, progress=False)
+    tab.open("runs")
+    for name in ("compare-a", "compare-b"):
+        tab.page.locator(f'tr[data-run="runs/{name}"] input.pick').check()
+    tab.page.click("#compare")
+    tab.page.locator("#compare-metrics").wait_for()
+    assert sorted(s.get_attribute("data-name") for s in tab.page.locator("#compare-loss path.series").all()) == ["runs/compare-a", "runs/compare-b"]
+    assert all(int(s.get_attribute("data-points")) > 1 for s in tab.page.locator("#compare-metric path.series").all())
+    differing = tab.page.locator("#compare-config tr[data-key]")
+    assert [r.get_attribute("data-key") for r in differing.all()] == ["train.learning_rate"]
+    assert "0.002" in differing.first.inner_text() and "0.005" in differing.first.inner_text()
+    accuracy = tab.page.locator("#compare-metrics tr", has_text="accuracy").first.inner_text()
+    for name in ("compare-a", "compare-b"):
+        assert f"{RunDir(workspace / 'runs' / name).read_metrics()['accuracy']:#.4g}" in accuracy
+    tab.shot("compare")

@@ -285,7 +285,7 @@ def recording(run: Run, plan: Plan, early: logging.handlers.BufferingHandler) ->
         # train.log ends with how the run ended (the console has it from the CLI's message)
         ending = (str(err) if isinstance(err, Interrupted) else "stopped at once by a second signal, without a checkpoint"
                   if isinstance(err, KeyboardInterrupt) else f"failed: {type(err).__name__}: {err}")
-        file_log.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, ending, None, None))
+        file_log.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, ending, (), None))
         raise
     finally:
         if run.trackers is not None:

@@ -8,9 +8,11 @@ web page elsewhere cannot reach the app through DNS rebinding.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import shutil
 import tempfile
+from collections.abc import AsyncIterator
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -19,18 +21,19 @@ from urllib.parse import parse_qs, urlencode
 
 import yaml
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lmtune.config import DEFAULT_TASK, config_class, config_problems
 from lmtune.errors import LmtuneError
-from lmtune.run_dir import RunDir
+from lmtune.run_dir import RunDir, find_model_dir
 from lmtune.ui import runs as run_info
 from lmtune.ui.data_summary import summarize
 from lmtune.ui.form import form_sections, to_yaml
 from lmtune.ui.jobs import Jobs
 from lmtune.ui.options import UiOptions
+from lmtune.ui.trying import Tryouts
 from lmtune.ui.workspace import UiError, Workspace
 
 COOKIE = "lmtune_ui_token"
@@ -40,7 +43,14 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost", "[::1]"}
 def build_app(options: UiOptions) -> FastAPI:
     ws = Workspace(options.workspace)
     jobs = Jobs(ws)
-    app = FastAPI(title="lmtune ui", docs_url=None, redoc_url=None, openapi_url=None)
+    tryouts = Tryouts(ws)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await tryouts.close()  # the served models go with the app (training runs do not)
+
+    app = FastAPI(title="lmtune ui", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     static = resources.files("lmtune.ui") / "static"
 
     @app.exception_handler(UiError)
@@ -184,6 +194,42 @@ def build_app(options: UiOptions) -> FastAPI:
         scratch = Path(tempfile.mkdtemp(prefix="lmtune-ui-"))
         archive = shutil.make_archive(str(scratch / f"{run.path.name}-{model.name}"), "zip", model)
         return FileResponse(archive, filename=Path(archive).name, background=BackgroundTask(shutil.rmtree, scratch, True))
+
+    @app.get("/api/compare")
+    def compare(paths: str) -> dict[str, Any]:
+        """Runs side by side: their metrics and curves, and the config keys whose values differ."""
+        runs = [_run(p.strip()) for p in paths.split(",") if p.strip()]
+        if len(runs) < 2:
+            raise UiError("pick at least two runs to compare")
+        for run in runs:
+            if not run.is_run():
+                raise UiError(f"{ws.relative(run.path)} is not a run folder (it has no config.yaml)", 404)
+        return run_info.comparison(ws, jobs, runs)
+
+    @app.post("/api/try/load")
+    async def try_load(path: str) -> dict[str, Any]:
+        """Serve the run's kept model with `lmtune serve` (in the background: poll /api/try/status)."""
+        model = find_model_dir(ws.path(path))
+        if model is None:
+            raise UiError(f"{path} has no saved model yet (best/ or final/): try it once it has evaluated or finished", 409)
+        tryouts.start(ws.relative(_run(path).path), model)
+        return await tryouts.status(ws.relative(_run(path).path))
+
+    @app.get("/api/try/status")
+    async def try_status(path: str) -> dict[str, Any]:
+        return await tryouts.status(ws.relative(_run(path).path))
+
+    @app.post("/api/try/call", response_model=None)
+    async def try_call(path: str, endpoint: str, body: dict[str, Any]) -> JSONResponse | StreamingResponse:
+        """One call to the run's `lmtune serve` (streamed back as it comes when the body asks for `stream`)."""
+        run = ws.relative(_run(path).path)
+        if body.get("stream"):
+            return StreamingResponse(tryouts.stream(run, endpoint, body), media_type="text/event-stream")
+        status, answer = await tryouts.call(run, endpoint, body)
+        if status != 200:
+            error = answer.get("error")
+            raise UiError(error.get("message", str(error)) if isinstance(error, dict) else str(answer), status)
+        return JSONResponse(answer)
 
     def _run(path: str) -> RunDir:
         return RunDir(ws.path(path))

@@ -72,6 +72,7 @@ def summary(ws: Workspace, jobs: Jobs, run: RunDir) -> dict[str, Any]:
         "model": cfg.model.name_or_path,
         "method": cfg.method.name,
         "started_here": job is not None,
+        "model_folder": next((ws.relative(p) for p in (run.best, run.final) if p.is_dir()), None),
         "resumable": state in ("stopped", "failed") and any(run.checkpoints.glob("step-*")),
         "modified": run.log_file.stat().st_mtime if run.log_file.is_file() else run.config_file.stat().st_mtime,
         "metrics": {k: v for k, v in (metrics or last_eval).items() if isinstance(v, int | float) and k not in ("step", "epoch")},
@@ -93,7 +94,6 @@ def detail(ws: Workspace, jobs: Jobs, run: RunDir, log_lines: int = 60) -> dict[
         "config_yaml": run.config_file.read_text(encoding="utf-8"),
         "report": run.report_file.read_text(encoding="utf-8") if run.report_file.is_file() else None,
         "plots": sorted(ws.relative(p) for p in run.plots.glob("*.png")) if run.plots.is_dir() else [],
-        "model_folder": next((ws.relative(p) for p in (run.best, run.final) if p.is_dir()), None),
     }
 
 
@@ -106,5 +106,34 @@ def pending(ws: Workspace, jobs: Jobs, known: set[str]) -> list[dict[str, Any]]:
         output = jobs.output(job).read_text(encoding="utf-8", errors="replace").splitlines() if jobs.output(job).is_file() else []
         rows[job.run] = ({"path": job.run, "status": "starting" if job.alive() else "failed", "started_here": True,
                      "modified": job.started, "job_output": output[-20:], "metrics": {}, "step": 0, "total_steps": None,
-                     "fraction": None, "eta_s": None, "resumable": False, "task": None, "model": None, "method": None})
+                     "fraction": None, "eta_s": None, "resumable": False, "model_folder": None, "task": None, "model": None, "method": None})
     return list(rows.values())
+
+
+def comparison(ws: Workspace, jobs: Jobs, runs: list[RunDir]) -> dict[str, Any]:
+    configs = [_flat(run.read_config().model_dump(mode="json")) for run in runs]
+    keys = sorted({k for c in configs for k in c} - {"output.dir"})
+    differences = {k: [c.get(k) for c in configs] for k in keys if len({repr(c.get(k)) for c in configs}) > 1}
+    shown = []
+    for run, config in zip(runs, configs):
+        info = summary(ws, jobs, run)
+        shown.append({"path": info["path"], "status": info["status"], "metrics": info["metrics"], "history": run.read_history(),
+                      "metric": _metric_of(run, config)})
+    return {"runs": shown, "differences": differences}
+
+
+def _metric_of(run: RunDir, config: dict[str, Any]) -> str:
+    """The metric that picked the run's best model: as set, else the one its metrics.json names, else loss."""
+    if config.get("eval.metric") not in (None, "auto"):
+        return str(config["eval.metric"])
+    return str((run.read_metrics() or {}).get("best_metric", "loss"))
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

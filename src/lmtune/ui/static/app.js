@@ -24,6 +24,8 @@ async function api(path, options = {}) {
 }
 
 const q = params => new URLSearchParams(Object.entries(params).filter(([, v]) => v !== "" && v !== null && v !== undefined)).toString();
+// counts (steps, examples, parameters) as whole numbers; scores with 4 significant digits
+const metricText = (key, v) => v === undefined || v === null ? "" : /steps?$|parameters$|examples$/.test(key) ? String(Math.round(v)) : (+v).toPrecision(4);
 const errorBox = message => h("div", { class: "error", role: "alert" }, message);
 const duration = s => s === null || s === undefined ? "" : s >= 3600 ? `${Math.floor(s / 3600)} h ${Math.round(s % 3600 / 60)} min` : s >= 60 ? `${Math.floor(s / 60)} min ${s % 60} s` : `${s} s`;
 
@@ -31,9 +33,9 @@ function route() {
   clearInterval(timer);
   const [page, query] = (location.hash.slice(2) || "runs").split("?");
   const params = Object.fromEntries(new URLSearchParams(query || ""));
-  document.querySelectorAll("nav a").forEach(a => a.classList.toggle("active", a.dataset.page === page || (page === "run" && a.dataset.page === "runs")));
+  document.querySelectorAll("nav a").forEach(a => a.classList.toggle("active", a.dataset.page === page || (["run", "compare"].includes(page) && a.dataset.page === "runs")));
   main.replaceChildren();
-  ({ data: dataPage, new: newRunPage, runs: runsPage, run: runPage }[page] || runsPage)(params);
+  ({ data: dataPage, new: newRunPage, runs: runsPage, run: runPage, try: tryPage, compare: comparePage }[page] || runsPage)(params);
 }
 window.addEventListener("hashchange", route);
 
@@ -224,16 +226,22 @@ async function runsPage() {
     try {
       const rows = await api("/api/runs");
       const metricKeys = [...new Set(rows.flatMap(r => Object.keys(r.metrics || {})))].filter(k => !/parameters|seconds|per_s/.test(k)).slice(0, 4);
-      table.replaceChildren(h("tr", {}, ["run", "status", "task", "model", "method", "progress", ...metricKeys].map(c => h("th", {}, c))),
+      const chosen = new Set([...table.querySelectorAll("input.pick:checked")].map(c => c.value));
+      table.replaceChildren(h("tr", {}, ["", "run", "status", "task", "model", "method", "progress", ...metricKeys].map(c => h("th", {}, c))),
         ...rows.map(r => h("tr", { "data-run": r.path },
+          h("td", {}, h("input", { type: "checkbox", class: "pick", value: r.path, checked: chosen.has(r.path), "aria-label": `compare ${r.path}` })),
           h("td", {}, h("a", { href: "#/run?" + q({ path: r.path }) }, r.path)),
           h("td", {}, h("span", { class: `status ${r.status}` }, r.status)),
           h("td", {}, r.task || ""), h("td", {}, r.model ? String(r.model).split("/").slice(-2).join("/") : ""), h("td", {}, r.method || ""),
-          progressCell(r), metricKeys.map(k => h("td", { class: "num" }, r.metrics[k] === undefined ? "" : (+r.metrics[k]).toPrecision(4))))));
+          progressCell(r), metricKeys.map(k => h("td", { class: "num" }, metricText(k, r.metrics[k]))))));
       out.replaceChildren(rows.length ? table : h("p", { class: "muted" }, "No runs in this workspace yet: start one on New run, or with lmtune train."));
     } catch (err) { out.replaceChildren(errorBox(err.message)); }
   };
-  main.append(h("h1", {}, "Runs"), h("div", { class: "card" }, out));
+  const compare = h("button", { id: "compare", class: "plain", onclick: () => {
+    const paths = [...table.querySelectorAll("input.pick:checked")].map(c => c.value);
+    if (paths.length >= 2) location.hash = "#/compare?" + q({ paths: paths.join(",") });
+  } }, "Compare the checked runs");
+  main.append(h("h1", {}, "Runs"), h("div", { class: "card" }, out, h("p", {}, compare)));
   await refresh();
   timer = setInterval(refresh, 2000);
 }
@@ -265,6 +273,7 @@ async function runPage(params) {
       h("table", { style: "width:auto" }, h("tr", {}, progressCell(r))),
       h("button", { id: "stop", class: "plain", disabled: !(running && r.started_here), onclick: () => act("stop") }, "Stop"),
       h("button", { id: "resume", class: "plain", disabled: !r.resumable, onclick: () => act("resume") }, "Resume"),
+      r.model_folder ? h("a", { id: "try-link", href: "#/try?" + q({ path }) }, "try it") : null,
       r.model_folder ? h("a", { id: "download", href: "/api/run/download?" + q({ path }) }, `download ${r.model_folder.split("/").pop()}/ (zip)`) : null));
     const history = r.history || [];
     const train = history.filter(x => x.type === "train" && x.loss !== null);
@@ -285,6 +294,146 @@ async function runPage(params) {
     if (running && !timer) timer = setInterval(refresh, 1500);
   };
   await refresh();
+}
+
+// ---- Compare -------------------------------------------------------------------------------
+async function comparePage(params) {
+  const paths = (params.paths || "").split(",").filter(Boolean);
+  let c;
+  try { c = await api("/api/compare?" + q({ paths: paths.join(",") })); } catch (err) { main.append(errorBox(err.message)); return; }
+  const metricNames = [...new Set(c.runs.flatMap(r => Object.keys(r.metrics)))];
+  const table = h("table", { id: "compare-metrics" }, h("tr", {}, h("th", {}, "metric"), c.runs.map(r => h("th", {}, r.path))),
+    ...metricNames.map(m => h("tr", {}, h("td", {}, m), c.runs.map(r => h("td", { class: "num" }, metricText(m, r.metrics[m]))))));
+  const diff = h("table", { id: "compare-config" }, h("tr", {}, h("th", {}, "key"), c.runs.map(r => h("th", {}, r.path))),
+    ...Object.entries(c.differences).map(([key, values]) => h("tr", { "data-key": key }, h("td", {}, key), values.map(v => h("td", {}, JSON.stringify(v))))));
+  const loss = h("div", { id: "compare-loss" }), metric = h("div", { id: "compare-metric" });
+  const train = r => r.history.filter(x => x.type === "train" && x.loss !== null).map(x => [x.step, x.loss]);
+  lineChart(loss, c.runs.map(r => ({ name: r.path, points: train(r) })), { xLabel: "step", title: "training loss" });
+  lineChart(metric, c.runs.map(r => ({ name: `${r.path} ${r.metric}`, points: r.history.filter(x => x.type === "eval" && typeof x[r.metric] === "number").map(x => [x.step, x[r.metric]]) })), { xLabel: "step", title: "validation metric" });
+  main.append(h("h1", {}, `Compare ${c.runs.length} runs`),
+    h("div", { class: "cols" }, h("div", { class: "card" }, h("h2", {}, "Training loss"), loss), h("div", { class: "card" }, h("h2", {}, "Validation metric"), metric)),
+    h("div", { class: "card" }, h("h2", {}, "Final metrics"), table),
+    h("div", { class: "card" }, h("h2", {}, "Config keys that differ"), Object.keys(c.differences).length ? diff : h("p", { class: "muted" }, "none: the configs are the same")));
+}
+
+// ---- Try ---------------------------------------------------------------------------------
+// Calls go to the run's own `lmtune serve` process, passed on by the app: what a client gets.
+async function tryPage(params) {
+  const runs = (await api("/api/runs")).filter(r => r.model_folder);
+  const pick = h("select", { id: "try-run" }, h("option", { value: "" }, "choose a run with a saved model"), runs.map(r => h("option", { value: r.path }, `${r.path} (${r.task}, ${r.status})`)));
+  const load = h("button", { id: "try-load" }, "Load");
+  const state = h("span", { id: "try-state", class: "muted" });
+  const area = h("div", { id: "try-area" });
+  main.append(h("h1", {}, "Try"), h("div", { class: "card row" }, h("div", {}, h("label", { for: "try-run" }, "run"), pick), load, state), area);
+  const call = (endpoint, body) => api("/api/try/call?" + q({ path: pick.value, endpoint }), { method: "POST", body: JSON.stringify(body) });
+  load.addEventListener("click", async () => {
+    if (!pick.value) return;
+    const path = pick.value;
+    area.replaceChildren();
+    state.textContent = "loading the model…";
+    try {
+      let s = await api("/api/try/load?" + q({ path }), { method: "POST" });
+      for (let i = 0; s.state !== "ready" && i < 600 && pick.value === path; i++) {
+        await new Promise(r => setTimeout(r, 300));
+        s = await api("/api/try/status?" + q({ path }));
+      }
+      if (s.state !== "ready") return;
+      state.textContent = `ready: ${s.model} (${s.task}${s.adapter ? ", adapter" : ""}) on ${s.device}`;
+      area.replaceChildren(({ classification: classifyPanel, extractive_qa: answerPanel, translation: translatePanel }[s.task] || chatPanel)(call, s));
+    } catch (err) { state.textContent = ""; area.replaceChildren(errorBox(err.message)); }
+  });
+  if (params.path) { pick.value = params.path; load.click(); }
+}
+
+function classifyPanel(call) {
+  const text = h("textarea", { id: "try-text", style: "min-height:90px", placeholder: "a sentence to classify" });
+  const out = h("div", { id: "try-result" });
+  const go = h("button", { id: "try-classify", onclick: async () => {
+    try {
+      const answer = await call("/v1/classify", { texts: [text.value] });
+      const p = answer.predictions[0];
+      const box = h("div", { id: "try-probabilities", style: "max-width:560px" });
+      const names = Object.keys(p.probabilities || {}).sort((a, b) => p.probabilities[b] - p.probabilities[a]);
+      barChart(box, names, names.map(n => +p.probabilities[n].toFixed(4)), { title: "probabilities", height: 180 });
+      out.replaceChildren(h("p", {}, "label: ", h("b", { id: "try-label" }, String(p.label))), box);
+    } catch (err) { out.replaceChildren(errorBox(err.message)); }
+  } }, "Classify");
+  return h("div", { class: "card" }, text, h("p", {}, go), out);
+}
+
+function answerPanel(call) {
+  const question = h("input", { id: "try-question", placeholder: "question", style: "width:100%" });
+  const context = h("textarea", { id: "try-context", style: "min-height:120px", placeholder: "the context that holds the answer" });
+  const out = h("div", { id: "try-result" });
+  const go = h("button", { id: "try-answer", onclick: async () => {
+    try {
+      const p = (await call("/v1/answer", { questions: [question.value], contexts: [context.value] })).predictions[0];
+      out.replaceChildren(h("p", {}, "answer: ", h("b", { id: "try-answer-text" }, String(p.answer ?? "")), p.score !== undefined ? ` (score ${(+p.score).toPrecision(3)})` : ""));
+    } catch (err) { out.replaceChildren(errorBox(err.message)); }
+  } }, "Answer");
+  return h("div", { class: "card" }, h("label", {}, "question"), question, h("label", {}, "context"), context, h("p", {}, go), out);
+}
+
+function translatePanel(call) {
+  const text = h("textarea", { id: "try-text", style: "min-height:90px", placeholder: "text to translate" });
+  const out = h("pre", { id: "try-result", class: "report" });
+  const go = h("button", { id: "try-translate", onclick: async () => {
+    try { out.textContent = (await call("/v1/completions", { prompt: text.value, max_tokens: 128, temperature: 0 })).choices[0].text; }
+    catch (err) { out.replaceChildren(errorBox(err.message)); }
+  } }, "Translate");
+  return h("div", { class: "card" }, text, h("p", {}, go), out);
+}
+
+function chatPanel(call) {
+  const history = [];
+  const system = h("input", { id: "try-system", placeholder: "system prompt (optional)", style: "width:100%" });
+  const temperature = h("input", { id: "try-temperature", type: "number", value: 0, min: 0, max: 2, step: 0.1 });
+  const topP = h("input", { id: "try-top-p", type: "number", value: 1, min: 0.01, max: 1, step: 0.05 });
+  const maxTokens = h("input", { id: "try-max-tokens", type: "number", value: 64, min: 1 });
+  const log = h("div", { id: "try-chat" });
+  const message = h("textarea", { id: "try-message", style: "min-height:60px", placeholder: "your message" });
+  const bubble = (role, text) => h("div", { class: `msg ${role}` }, h("b", {}, role === "user" ? "you: " : "model: "), h("span", { class: "text" }, text));
+  const send = h("button", { id: "try-send" }, "Send");
+  send.addEventListener("click", async () => {
+    if (!message.value.trim()) return;
+    history.push({ role: "user", content: message.value });
+    log.append(bubble("user", message.value));
+    message.value = "";
+    const reply = bubble("assistant", "");
+    log.append(reply);
+    const text = reply.querySelector(".text");
+    send.disabled = true;
+    const messages = [...(system.value.trim() ? [{ role: "system", content: system.value }] : []), ...history];
+    try {
+      const response = await fetch("/api/try/call?" + q({ path: document.getElementById("try-run").value, endpoint: "/v1/chat/completions" }), {
+        method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ messages, stream: true, temperature: +temperature.value, top_p: +topP.value, max_tokens: +maxTokens.value }) });
+      if (!response.ok) throw new Error((await response.json()).error || response.statusText);
+      const reader = response.body.getReader(), decoder = new TextDecoder();
+      let buffer = "", chunks = 0;
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += decoder.decode(value, { stream: true });
+        const events = buffer.split("\n\n");
+        buffer = events.pop();
+        for (const event of events) {
+          const data = event.replace(/^data: /, "");
+          if (data === "[DONE]") continue;
+          const parsed = JSON.parse(data);
+          if (parsed.error) throw new Error(parsed.error.message || parsed.error);
+          const piece = (parsed.choices[0].delta || {}).content || "";
+          if (piece) { text.textContent += piece; reply.dataset.chunks = String(++chunks); }
+        }
+      }
+      history.push({ role: "assistant", content: text.textContent });
+    } catch (err) { log.append(errorBox(err.message)); history.pop(); }
+    send.disabled = false;
+  });
+  return h("div", { class: "card" }, h("label", {}, "system prompt"), system,
+    h("div", { class: "row" }, h("div", {}, h("label", {}, "temperature"), temperature), h("div", {}, h("label", {}, "top_p"), topP), h("div", {}, h("label", {}, "max tokens"), maxTokens),
+      h("button", { class: "plain", id: "try-clear", onclick: () => { history.length = 0; log.replaceChildren(); } }, "Clear history")),
+    h("h2", {}, "Chat"), log, message, h("p", {}, send));
 }
 
 api("/api/workspace").then(ws => { document.getElementById("workspace").textContent = ws.root; }).catch(() => {});

@@ -1,4 +1,4 @@
-"""The web app under test: a workspace with a tiny model and data, a live `lmtune ui`, and headless Chromium.
+"""Fixtures of the web app's tests (tests/ui; loaded by tests/conftest.py as a plugin). The web app under test: a workspace with a tiny model and data, a live `lmtune ui`, and headless Chromium.
 
 The browser is the system Chromium (Debian's `chromium`, which `make test` installs when it can),
 driven by Playwright through `executable_path`. Without it these tests are skipped with the
@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from servers import UiServer
 from toy import toy_rows, write_csv
@@ -112,3 +109,12 @@ def run_config(workspace: Path, **train) -> dict:
         "data": {"train": "train.csv", "validation": "validation.csv"},
         "train": {"epochs": 6, "batch_size": 16, "learning_rate": 2e-3, "seed": 0, "log_every_n_steps": 2, **train},
     }
+
+
+@pytest.fixture(scope="session")
+def try_runs(workspace, classifier_run, chat_run) -> dict[str, str]:
+    """Runs to try, copied into the workspace: a tiny classifier and a tiny chat model (LoRA)."""
+    runs = {"classifier": "runs/sentiment", "chat": "runs/chat"}
+    shutil.copytree(classifier_run, workspace / runs["classifier"], ignore=shutil.ignore_patterns("checkpoints"))
+    shutil.copytree(chat_run, workspace / runs["chat"], ignore=shutil.ignore_patterns("checkpoints"))
+    return runs
