@@ -71,8 +71,6 @@ class Server:
         return self.proc.returncode
 
 
-
-
 class UiServer(Server):
     """`lmtune ui --workspace WORKSPACE ARGS` on a free port, up once its page answers."""
 

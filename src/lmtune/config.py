@@ -105,6 +105,12 @@ def section_of(loc: tuple[Any, ...], cls: type[BaseModel]) -> type[BaseModel] | 
     return cls
 
 
+def _task_class(data: dict[str, Any]) -> tuple[type[Config], dict[str, Any]]:
+    """The config class of the dict's task, and the dict without other tasks' keys at their defaults."""
+    cls = config_class(data.get("task", DEFAULT_TASK))
+    return cls, _other_tasks_keys(data, cls)
+
+
 def error_items(err: ValidationError, cls: type[Config]) -> list[tuple[str, str]]:
     """(key, message) for each problem pydantic found, worded as the CLI words them."""
     items = []
@@ -124,8 +130,7 @@ def error_items(err: ValidationError, cls: type[Config]) -> list[tuple[str, str]
 def config_problems(data: dict[str, Any]) -> list[tuple[str, str]]:
     """Every problem of a config dict as (key, message); empty when it is valid (the web app's field errors)."""
     try:
-        cls = config_class(data.get("task", DEFAULT_TASK))
-        data = _other_tasks_keys(data, cls)
+        cls, data = _task_class(data)
     except ConfigError as err:
         key = re.search(r"key '([\w.]+)'", str(err))
         return [(key.group(1) if key else "task", str(err))]
@@ -147,8 +152,7 @@ def build_config(data: dict[str, Any] | Config, source: str = "config") -> Confi
     if isinstance(data, Config):
         return data
     try:
-        cls = config_class(data.get("task", DEFAULT_TASK))
-        data = _other_tasks_keys(data, cls)
+        cls, data = _task_class(data)
     except ConfigError as err:
         raise ConfigError(f"invalid config ({source}):\n  {err}") from None
     try:

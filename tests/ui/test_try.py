@@ -15,6 +15,13 @@ def load(tab, run: str) -> None:
     tab.page.locator("#try-state", has_text="ready").wait_for(timeout=READY_MS)
 
 
+def wait_for_reply(tab, timeout_s: float = 60) -> None:
+    """Until Send is enabled again: the streamed reply has ended."""
+    deadline = time.monotonic() + timeout_s
+    while tab.page.locator("#try-send").is_disabled() and time.monotonic() < deadline:
+        tab.page.wait_for_timeout(100)
+
+
 def test_try_classifies_typed_text_as_the_python_api_does(tab, workspace, try_runs):
     run = try_runs["classifier"]
     load(tab, run)
@@ -40,9 +47,7 @@ def test_try_chats_with_streamed_text_and_keeps_the_history(tab, workspace, try_
     tab.page.fill("#try-message", "who are you ?")
     tab.page.click("#try-send")
     reply = tab.page.locator(".msg.assistant").first
-    deadline = time.monotonic() + 60
-    while tab.page.locator("#try-send").is_disabled() and time.monotonic() < deadline:
-        tab.page.wait_for_timeout(100)
+    wait_for_reply(tab)
     text = reply.locator(".text").inner_text()
     lm = lmtune.load(workspace / run)
     assert text == lm.reply([[{"role": "user", "content": "who are you ?"}]], Sampling(24))[0] and text.strip()
@@ -52,9 +57,7 @@ def test_try_chats_with_streamed_text_and_keeps_the_history(tab, workspace, try_
     tab.page.click("#try-send")
     second = tab.page.locator(".msg.assistant").nth(1)
     second.locator(".text").filter(has_text=" ").wait_for(timeout=60_000)
-    deadline = time.monotonic() + 60
-    while tab.page.locator("#try-send").is_disabled() and time.monotonic() < deadline:
-        tab.page.wait_for_timeout(100)
+    wait_for_reply(tab)
     history = [{"role": "user", "content": "who are you ?"}, {"role": "assistant", "content": text},
                {"role": "user", "content": "what is your name ?"}]
     assert second.locator(".text").inner_text() == lm.reply([history], Sampling(24))[0]

@@ -13,7 +13,6 @@ import hmac
 import shutil
 import tempfile
 from collections.abc import AsyncIterator
-from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from lmtune.config import DEFAULT_TASK, config_class, config_problems
 from lmtune.errors import LmtuneError
 from lmtune.run_dir import RunDir, find_model_dir
+from lmtune.tasks import TASKS
 from lmtune.ui import runs as run_info
 from lmtune.ui.data_summary import summarize
 from lmtune.ui.form import form_sections, to_yaml
@@ -74,8 +74,8 @@ def build_app(options: UiOptions) -> FastAPI:
         return Response(item.read_text(encoding="utf-8"), media_type=kinds[Path(name).suffix])
 
     @app.get("/api/workspace")
-    async def workspace() -> dict[str, Any]:
-        return {"root": str(ws.root), "data_files": ws.data_files(), "tasks": list(_tasks()),
+    def workspace() -> dict[str, Any]:
+        return {"root": str(ws.root), "data_files": ws.data_files(), "tasks": list(TASKS),
                 "max_upload_bytes": options.max_upload_bytes}
 
     @app.put("/api/upload")
@@ -101,7 +101,7 @@ def build_app(options: UiOptions) -> FastAPI:
 
     @app.get("/api/data")
     def data(path: str, header: bool = True, text_column: str | None = None, label_column: str | None = None,
-                   model: str | None = None, max_length: int = 256) -> dict[str, Any]:
+             model: str | None = None, max_length: int = 256) -> dict[str, Any]:
         file = ws.path(path)
         if not file.exists():
             raise UiError(f"{path} does not exist in the workspace", 404)
@@ -120,8 +120,8 @@ def build_app(options: UiOptions) -> FastAPI:
         problems = [{"key": k, "message": m} for k, m in config_problems(config)]
         return {"config": config, "yaml": to_yaml(config), "problems": problems}
 
-    @app.post("/api/runs")
-    async def launch(body: dict[str, Any]) -> dict[str, Any]:
+    @app.post("/api/runs", response_model=None)
+    async def launch(body: dict[str, Any]) -> dict[str, Any] | JSONResponse:
         config = _config_of(body)
         run = str(body.get("run") or "").strip()
         if not run:
@@ -132,24 +132,17 @@ def build_app(options: UiOptions) -> FastAPI:
         problems = config_problems({**config, "output": {**config.get("output", {}), "dir": str(folder)}})
         if problems:
             return JSONResponse({"error": "the config is not valid", "problems": [{"key": k, "message": m} for k, m in problems]},
-                                status_code=422)  # type: ignore[return-value]
+                                status_code=422)
         configs = ws.app_folder / "configs"
         configs.mkdir(parents=True, exist_ok=True)
         config_file = configs / f"{folder.name}-{len(list(configs.iterdir()))}.yaml"
         config_file.write_text(to_yaml(config), encoding="utf-8")
-        job = jobs.start(config_file, ws.relative(folder) if folder.exists() else run.strip("/"))
+        job = jobs.start(config_file, ws.relative(folder))
         return {"run": job.run, "pid": job.pid}
 
     @app.get("/api/runs")
     def listing() -> list[dict[str, Any]]:
-        rows = []
-        for run in ws.run_folders():
-            try:
-                rows.append(run_info.summary(ws, jobs, run))
-            except LmtuneError as err:
-                rows.append({"path": ws.relative(run.path), "status": "unreadable", "error": str(err), "metrics": {}})
-        rows += run_info.pending(ws, jobs, {r["path"] for r in rows})
-        return sorted(rows, key=lambda r: -r.get("modified", 0))
+        return run_info.listing(ws, jobs)
 
     @app.get("/api/run")
     def run_detail(path: str) -> dict[str, Any]:
@@ -236,13 +229,6 @@ def build_app(options: UiOptions) -> FastAPI:
 
     app.add_middleware(TokenGate, token=options.token)
     return app
-
-
-@lru_cache(maxsize=1)
-def _tasks() -> tuple[str, ...]:
-    from lmtune.tasks import TASKS
-
-    return tuple(TASKS)
 
 
 def _config_of(body: dict[str, Any]) -> dict[str, Any]:

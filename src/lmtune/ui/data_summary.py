@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +53,15 @@ def _labels(values: list[Any], column: str) -> dict[str, Any]:
     return result
 
 
-def _lengths(texts: list[str], column: str, model: str, max_length: int) -> dict[str, Any]:
+@lru_cache(maxsize=4)
+def _tokenizer(model: str) -> Any:
     from lmtune.models.loading import load_tokenizer
 
-    tokenizer = load_tokenizer(ModelConfig(name_or_path=model, max_length=max_length))
+    return load_tokenizer(ModelConfig(name_or_path=model))
+
+
+def _lengths(texts: list[str], column: str, model: str, max_length: int) -> dict[str, Any]:
+    tokenizer = _tokenizer(model)
     lengths = np.array([len(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]])
     low, high = (int(lengths.min()), int(lengths.max())) if len(lengths) else (0, 0)
     # one bar per length when there are few, else HISTOGRAM_BINS bars

@@ -31,17 +31,10 @@ class Job:
 
     def alive(self) -> bool:
         try:
-            os.kill(self.pid, 0)
+            os.kill(self.pid, 0)  # our own exited children are reaped in Jobs.all(), so they do not linger as zombies
         except (ProcessLookupError, PermissionError):
             return False
-        return not _is_zombie(self.pid)
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
-    except (OSError, IndexError):
-        return False
+        return True
 
 
 class Jobs:
@@ -62,8 +55,11 @@ class Jobs:
 
     def latest(self, run: str) -> Job | None:
         """The last job started on a run folder, if the app started one."""
-        found = [j for j in self.all() if j.run == run]
-        return max(found, key=lambda j: j.started) if found else None
+        return self.latest_by_run().get(run)
+
+    def latest_by_run(self) -> dict[str, Job]:
+        """Each run folder's last job (the job files are read once, for a whole listing)."""
+        return {j.run: j for j in sorted(self.all(), key=lambda j: j.started)}
 
     def output(self, job: Job) -> Path:
         return self.folder / f"{job.name}.out"

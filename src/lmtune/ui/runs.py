@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from lmtune.errors import LmtuneError
 from lmtune.run_dir import RunDir
+from lmtune.schema import Config
 from lmtune.ui.jobs import Job, Jobs
 from lmtune.ui.workspace import Workspace
 
@@ -56,40 +59,64 @@ def _when(stamp: str) -> float | None:
         return None
 
 
-def summary(ws: Workspace, jobs: Jobs, run: RunDir) -> dict[str, Any]:
-    rel = ws.relative(run.path)
-    job = jobs.latest(rel)
-    log_lines = run.log_file.read_text(encoding="utf-8", errors="replace").splitlines() if run.log_file.is_file() else []
-    history = run.read_history()
-    state = status(run, job, log_lines)
-    cfg = run.read_config()
+@dataclass
+class RunFiles:
+    """The files of a run folder the app shows, each read once per request."""
+
+    run: RunDir
+    config: Config
+    log_lines: list[str]
+    history: list[dict[str, Any]]
+
+    @classmethod
+    def read(cls, run: RunDir) -> RunFiles:
+        log = run.log_file.read_text(encoding="utf-8", errors="replace").splitlines() if run.log_file.is_file() else []
+        return cls(run, run.read_config(), log, run.read_history())
+
+
+def summary(ws: Workspace, files: RunFiles, job: Job | None) -> dict[str, Any]:
+    run, history = files.run, files.history
+    state = status(run, job, files.log_lines)
     metrics = run.read_metrics() or {}
     last_eval: dict[str, Any] = next((r for r in reversed(history) if r.get("type") == "eval"), {})
     return {
-        "path": rel,
+        "path": ws.relative(run.path),
         "status": state,
-        "task": cfg.task,
-        "model": cfg.model.name_or_path,
-        "method": cfg.method.name,
+        "task": files.config.task,
+        "model": files.config.model.name_or_path,
+        "method": files.config.method.name,
         "started_here": job is not None,
         "model_folder": next((ws.relative(p) for p in (run.best, run.final) if p.is_dir()), None),
         "resumable": state in ("stopped", "failed") and any(run.checkpoints.glob("step-*")),
         "modified": run.log_file.stat().st_mtime if run.log_file.is_file() else run.config_file.stat().st_mtime,
         "metrics": {k: v for k, v in (metrics or last_eval).items() if isinstance(v, int | float) and k not in ("step", "epoch")},
-        **_progress(history, log_lines, state == "running"),
+        **_progress(history, files.log_lines, state == "running"),
     }
+
+
+def listing(ws: Workspace, jobs: Jobs) -> list[dict[str, Any]]:
+    """Every run of the workspace, and the launched jobs whose folder is not there (yet), newest first."""
+    latest = jobs.latest_by_run()
+    rows: list[dict[str, Any]] = []
+    for run in ws.run_folders():
+        try:
+            rows.append(summary(ws, RunFiles.read(run), latest.get(ws.relative(run.path))))
+        except LmtuneError as err:
+            rows.append({"path": ws.relative(run.path), "status": "unreadable", "error": str(err), "metrics": {}})
+    rows += pending(ws, jobs, {r["path"] for r in rows})
+    return sorted(rows, key=lambda r: -r.get("modified", 0))
 
 
 def detail(ws: Workspace, jobs: Jobs, run: RunDir, log_lines: int = 60) -> dict[str, Any]:
     """The summary with the history (for the curves), the log tail, the report and what the job printed."""
-    info = summary(ws, jobs, run)
-    job = jobs.latest(info["path"])
-    log = run.log_file.read_text(encoding="utf-8", errors="replace").splitlines() if run.log_file.is_file() else []
+    files = RunFiles.read(run)
+    job = jobs.latest(ws.relative(run.path))
+    info = summary(ws, files, job)
     output = jobs.output(job).read_text(encoding="utf-8", errors="replace").splitlines() if job and jobs.output(job).is_file() else []
     return {
         **info,
-        "history": run.read_history(),
-        "log_tail": log[-log_lines:],
+        "history": files.history,
+        "log_tail": files.log_lines[-log_lines:],
         "job_output": output[-log_lines:] if info["status"] == "failed" else [],
         "config_yaml": run.config_file.read_text(encoding="utf-8"),
         "report": run.report_file.read_text(encoding="utf-8") if run.report_file.is_file() else None,
@@ -99,26 +126,28 @@ def detail(ws: Workspace, jobs: Jobs, run: RunDir, log_lines: int = 60) -> dict[
 
 def pending(ws: Workspace, jobs: Jobs, known: set[str]) -> list[dict[str, Any]]:
     """Jobs whose run folder is not written yet (the model is loading) or never was (the run failed first)."""
-    rows: dict[str, dict[str, Any]] = {}
-    for job in sorted(jobs.all(), key=lambda j: j.started):
+    rows: list[dict[str, Any]] = []
+    for job in jobs.latest_by_run().values():
         if job.run in known or RunDir(ws.root / job.run).is_run():
             continue
         output = jobs.output(job).read_text(encoding="utf-8", errors="replace").splitlines() if jobs.output(job).is_file() else []
-        rows[job.run] = ({"path": job.run, "status": "starting" if job.alive() else "failed", "started_here": True,
+        rows.append({"path": job.run, "status": "starting" if job.alive() else "failed", "started_here": True,
                      "modified": job.started, "job_output": output[-20:], "metrics": {}, "step": 0, "total_steps": None,
                      "fraction": None, "eta_s": None, "resumable": False, "model_folder": None, "task": None, "model": None, "method": None})
-    return list(rows.values())
+    return rows
 
 
 def comparison(ws: Workspace, jobs: Jobs, runs: list[RunDir]) -> dict[str, Any]:
-    configs = [_flat(run.read_config().model_dump(mode="json")) for run in runs]
+    latest = jobs.latest_by_run()
+    read = [RunFiles.read(run) for run in runs]
+    configs = [_flat(f.config.model_dump(mode="json")) for f in read]
     keys = sorted({k for c in configs for k in c} - {"output.dir"})
     differences = {k: [c.get(k) for c in configs] for k in keys if len({repr(c.get(k)) for c in configs}) > 1}
     shown = []
-    for run, config in zip(runs, configs):
-        info = summary(ws, jobs, run)
-        shown.append({"path": info["path"], "status": info["status"], "metrics": info["metrics"], "history": run.read_history(),
-                      "metric": _metric_of(run, config)})
+    for files, config in zip(read, configs):
+        info = summary(ws, files, latest.get(ws.relative(files.run.path)))
+        shown.append({"path": info["path"], "status": info["status"], "metrics": info["metrics"], "history": files.history,
+                      "metric": _metric_of(files.run, config)})
     return {"runs": shown, "differences": differences}
 
 

@@ -1,14 +1,14 @@
-"""`lmtune ui`: claim the port, print the link, serve the app until Ctrl-C."""
+"""`lmtune ui`: claim the port (as `lmtune serve` does), print the link, serve the app until Ctrl-C."""
 
 from __future__ import annotations
 
 import os
 import secrets
-import socket
 import sys
 
 from lmtune.errors import ConfigError
 from lmtune.paths import check_creatable
+from lmtune.serve.server import claim_port
 from lmtune.ui.app import build_app
 from lmtune.ui.options import UiOptions
 
@@ -30,15 +30,9 @@ def run_ui(options: UiOptions) -> None:
         raise ConfigError(f"--workspace {options.workspace} is a file; give a folder")
     check_creatable(options.workspace, "--workspace")
     options.workspace.mkdir(parents=True, exist_ok=True)
-    sock = socket.socket(socket.AF_INET6 if ":" in options.host else socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((options.host, options.port))
-    except OSError as err:
-        raise ConfigError(f"--host {options.host} --port {options.port}: cannot listen there ({err.strerror}); "
-                          "pick another --port") from None
+    sock = claim_port(options.host, options.port)
     app = build_app(options)
     shown_host = "127.0.0.1" if options.host in ("0.0.0.0", "::") else options.host
     link = f"http://{shown_host}:{sock.getsockname()[1]}/" + (f"?token={options.token}" if options.token else "")
     print(f"lmtune ui: workspace {options.workspace.resolve()}\n  open {link}", file=sys.stderr, flush=True)
-    uvicorn.run(app, fd=sock.fileno(), log_level="warning")
+    uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
