@@ -20,7 +20,7 @@ import pytest
 
 from servers import Server
 
-LONG = 4000  # tokens: over ten seconds of generation
+LONG = 8000  # tokens: 8.2 s of generation on an idle 2-core machine, four times the --timeout 2 of these tests
 
 
 def chat(url: str, max_tokens: int, stream: bool = False, timeout: float = 120) -> httpx.Response:
@@ -30,7 +30,7 @@ def chat(url: str, max_tokens: int, stream: bool = False, timeout: float = 120) 
 
 @pytest.fixture(scope="module")
 def server(long_lm):
-    s = Server(long_lm, "--timeout", "6", "--max-queue", "1", "--max-tokens", "4000")
+    s = Server(long_lm, "--timeout", "2", "--max-tokens", str(LONG))
     yield s
     s.stop()
 
@@ -57,7 +57,7 @@ def wait_until(condition, seconds: float = 10) -> None:
 def test_a_request_over_the_timeout_gets_504_and_frees_the_model(server):
     start = time.monotonic()
     r = chat(server.url, LONG)
-    assert r.status_code == 504 and "--timeout 6" in r.json()["error"]["message"]
+    assert r.status_code == 504 and "--timeout 2" in r.json()["error"]["message"]
     assert time.monotonic() - start < 15
     # the given-up generation stopped: a short request right after is answered at once
     start = time.monotonic()
@@ -74,7 +74,15 @@ def test_a_streamed_reply_over_the_timeout_ends_with_an_error_event(server):
     assert any(json.loads(e).get("choices", [{}])[0].get("delta", {}).get("content") for e in events[:-1])  # text came first
 
 
-def test_a_full_queue_answers_503_with_retry_after(server):
+def test_a_full_queue_answers_503_with_retry_after(long_lm):
+    server = Server(long_lm, "--max-queue", "1", "--timeout", "60")  # a timeout no queued request comes near
+    try:
+        _fill_the_queue_and_ask(server)
+    finally:
+        server.stop()
+
+
+def _fill_the_queue_and_ask(server: Server) -> None:
     results: dict[str, httpx.Response] = {}
     threads = {name: threading.Thread(target=lambda n=name: results.setdefault(n, chat(server.url, 250))) for name in ("running", "waiting")}
     before = generations(server.url)

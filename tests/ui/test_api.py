@@ -76,6 +76,12 @@ def test_data_summary_counts_labels_and_truncated_rows(client):
     assert sum(lengths["counts"]) == 90 and 0 < lengths["truncated"] < 90  # sentences of 3-10 words, plus [CLS] and [SEP]
 
 
+def test_the_model_for_token_lengths_may_be_an_absolute_path_outside_the_workspace(client, tiny_models):
+    # models installed elsewhere (a pip package, the hub cache) are read where they are, as training reads them
+    info = client.get("/api/data", params={"path": "train.csv", "model": str(tiny_models["bert"]), "max_length": 6}).json()
+    assert sum(info["lengths"]["counts"]) == 240
+
+
 def test_config_problems_name_the_key_as_the_cli_does(client, workspace, tmp_path):
     bad = {"task": "classification", "model": {"name_or_path": "m"}, "data": {"train": "t.csv"}, "train": {"epochs": 0, "nope": 1}}
     problems = client.post("/api/config/check", json={"config": bad}).json()["problems"]

@@ -105,8 +105,8 @@ def build_app(options: UiOptions) -> FastAPI:
         file = ws.path(path)
         if not file.exists():
             raise UiError(f"{path} does not exist in the workspace", 404)
-        if model and (ws.root / model).exists():  # a model folder of the workspace; else a path or hub id as given
-            model = str(ws.path(model))
+        if model and not Path(model).is_absolute() and (ws.root / model).exists():  # relative: a model folder of the workspace
+            model = str(ws.path(model))  # (an absolute path or a hub id is read as given, as training reads it)
         return summarize(file, path, header, text_column or None, label_column or None, model or None, max_length)
 
     @app.get("/api/form")

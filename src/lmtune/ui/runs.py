@@ -1,6 +1,6 @@
 """What the app shows of a run, read from its folder alone, so runs started from the CLI appear too.
 
-Status: finished (metrics.json), running (a live job, or train.log written in the last minute),
+Status: running (a live job, or train.log written in the last minute), finished (metrics.json),
 stopped (train.log ends saying a signal stopped it), failed (anything else). Progress and the ETA come from
 the step records in metrics.jsonl and the times in train.log.
 """
@@ -26,10 +26,10 @@ LOG_TIME = "%Y-%m-%d %H:%M:%S,%f"
 
 
 def status(run: RunDir, job: Job | None, log_lines: list[str]) -> str:
+    if job is not None and job.alive():
+        return "running"  # also after metrics.json: the run is still writing its report
     if run.is_finished():
         return "finished"
-    if job is not None and job.alive():
-        return "running"
     if job is None and run.log_file.is_file() and time.time() - run.log_file.stat().st_mtime < RECENT_S:
         return "running"
     if any(" stopped by SIG" in line or " stopped at once" in line for line in log_lines[-3:]):

@@ -258,7 +258,7 @@ async function runPage(params) {
   const messages = h("div", {});
   main.append(h("h1", {}, path), head, messages, curves, h("div", { class: "card" }, h("h2", {}, "Log"), log), report,
     h("div", { class: "card" }, h("details", {}, h("summary", {}, "config.yaml (resolved)"), config)));
-  let shownReport = null;
+  let shownReport = null, reportChecks = 0;
   const act = async what => {
     try { await api(`/api/run/${what}?` + q({ path }), { method: "POST" }); messages.replaceChildren(); refresh(); }
     catch (err) { messages.replaceChildren(errorBox(err.message)); }
@@ -290,8 +290,10 @@ async function runPage(params) {
       report.replaceChildren(h("div", { class: "card" }, h("h2", {}, "Report"), h("div", {}, r.plots.map(p => h("img", { class: "plot", src: "/api/file?" + q({ path: p }), alt: p.split("/").pop() }))),
         h("pre", { class: "report", id: "report-text" }, r.report)));
     }
-    if (!running && timer) { clearInterval(timer); timer = null; }
-    if (running && !timer) timer = setInterval(refresh, 1500);
+    // a run started elsewhere is finished at metrics.json, a moment before its report: look again a few times
+    const awaitingReport = r.status === "finished" && !r.report && ++reportChecks <= 10;
+    if (!running && !awaitingReport && timer) { clearInterval(timer); timer = null; }
+    if ((running || awaitingReport) && !timer) timer = setInterval(refresh, 1500);
   };
   await refresh();
 }
