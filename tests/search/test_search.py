@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import csv
+import signal
 import struct
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 import lmtune
@@ -94,6 +99,7 @@ def test_two_workers_share_one_study(tiny_models, toy_data, tmp_path):
     assert sorted(int(r["number"]) for r in rows) == [0, 1, 2, 3]
     assert all(r["state"] == "complete" for r in rows) and summary.counts == {"complete": 4}
     assert len({r["run_dir"] for r in rows}) == 4
+    assert len({r["train.learning_rate"] for r in rows}) == 4  # each worker samples with a seed of its own
 
 
 def test_search_config_errors(tiny_models, toy_data, tmp_path, capsys):
@@ -161,3 +167,29 @@ def test_the_search_asks_the_task_for_its_metric(tiny_models, tmp_path):
     summary = lmtune.search(cfg)
     assert summary.metric == "mse" and summary.direction == "minimize"
     assert summary.counts == {"complete": 2} and (tmp_path / "search" / "best.yaml").is_file()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_signal_stops_the_whole_search_and_records_the_trials_it_cut_short(tiny_models, toy_data, tmp_path, workers):
+    """SIGTERM (the web app's Stop, or a scheduler's) ends the search: each running trial checkpoints and is recorded, no new trial starts."""
+    out = tmp_path / "search"
+    cfg = search_config(tiny_models, toy_data, out, n_trials=4)
+    cfg["train"]["epochs"] = 200
+    config_file = tmp_path / "s.yaml"
+    config_file.write_text(yaml.safe_dump(cfg))
+    proc = subprocess.Popen([sys.executable, "-m", "lmtune", "search", str(config_file), "--quiet", "--workers", str(workers)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    histories = [out / "trials" / f"trial-{n:04d}" / "metrics.jsonl" for n in range(workers)]
+    deadline = time.monotonic() + 120
+    while not all(h.exists() for h in histories):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert "stopped by SIGTERM" in stderr and "Traceback" not in stderr
+    if workers == 1:
+        assert "during trial 0, which is recorded as failed" in stderr
+    rows = trials(out)
+    assert [r["state"] for r in rows] == ["fail"] * workers and not (out / "trials" / f"trial-{workers:04d}").exists()
+    assert all(any((out / "trials" / f"trial-{n:04d}" / "checkpoints").glob("step-*")) for n in range(workers))

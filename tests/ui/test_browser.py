@@ -6,10 +6,12 @@ screenshots in its temp folder (set LMTUNE_SCREENSHOTS=DIR to keep a copy, as th
 
 from __future__ import annotations
 
+import csv
 import re
 import time
 
 import pytest
+import yaml
 
 import lmtune
 from lmtune.run_dir import RunDir
@@ -194,3 +196,56 @@ def test_compare_two_runs_side_by_side(tab, workspace):
     for name in ("compare-a", "compare-b"):
         assert f"{RunDir(workspace / 'runs' / name).read_metrics()['accuracy']:#.4g}" in accuracy
     tab.shot("compare")
+
+
+def test_a_search_made_in_the_form_shows_its_trials_the_best_so_far_and_importances(tab, workspace):
+    tab.open("new-search")
+    tab.page.fill("#search-yaml", yaml.safe_dump(run_config(workspace, epochs=4)))
+    set_field(tab, "search.n_trials", "3")
+    set_field(tab, "search.metric", "loss")  # a value every trial has its own of (the toy data is easy: accuracy is often 1.0)
+    tab.page.select_option('[name="search.pruner"]', "none")  # three trials that all finish
+    tab.page.locator('[name="search.pruner"]').dispatch_event("change")
+    rate = tab.page.locator(".space-row").first
+    rate.locator(".sp-low").fill("0.001")
+    rate.locator(".sp-high").fill("0.01")
+    rate.locator(".sp-high").dispatch_event("change")
+    tab.page.click("#space-add")
+    method = tab.page.locator(".space-row").nth(1)
+    method.locator(".sp-key").fill("method.name")
+    method.locator(".sp-key").dispatch_event("change")
+    assert method.locator(".sp-type").input_value() == "categorical"  # the key's kind picks the distribution
+    method.locator(".sp-choices").fill("full, bogus")
+    method.locator(".sp-choices").dispatch_event("change")
+    method.locator(".problem").filter(has_text="'bogus'").wait_for()
+    assert "invalid" in method.get_attribute("class") and tab.page.locator("#search-launch").is_disabled()
+    tab.shot("new-search-error")
+    method.locator(".sp-choices").fill("full, lora")
+    method.locator(".sp-choices").dispatch_event("change")
+    wait_until(lambda: tab.page.locator("#search-launch").is_enabled(), 10, "the space passing its check", tab)
+    written = yaml.safe_load(tab.page.input_value("#search-yaml"))["search"]
+    assert written["space"]["method.name"] == {"type": "categorical", "choices": ["full", "lora"]} and written["n_trials"] == 3
+    tab.page.fill("#search-folder", "searches/from-form")
+    tab.page.click("#search-launch")
+    tab.page.wait_for_url(re.compile(r"#/search\?path=searches%2Ffrom-form"))
+    status = tab.page.locator("#search-status")
+    wait_until(lambda: tab.page.locator("#search-trials tr[data-trial]").count() >= 1, 120, "the first trial", tab)
+    wait_until(lambda: status.inner_text() == "finished", 180, "the search finishing", tab)
+    with (workspace / "searches" / "from-form" / "trials.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["state"] for r in rows] == ["complete"] * 3 and tab.page.locator("#search-trials tr[data-trial]").count() == 3
+    best = min(rows, key=lambda r: float(r["loss"]))
+    assert f"{float(best['loss']):#.4g}" in tab.page.locator("#search-best-value").inner_text()
+    assert f"trial {best['number']}" in tab.page.locator("#search-best-value").inner_text()
+    assert tab.page.locator(f'#search-trials tr[data-trial="{best["number"]}"]').get_attribute("class") == "best"
+    dots = tab.page.locator("#search-history g.series").first
+    assert int(dots.get_attribute("data-points")) == 3
+    assert tab.page.locator('#search-history path.series[data-name="best so far"]').count() == 1
+    bars = tab.page.locator("#search-importances rect.column")
+    wait_until(lambda: bars.count() == 2, 10, "two importance bars", tab)
+    assert sorted(b.get_attribute("data-label") for b in bars.all()) == ["method.name", "train.learning_rate"]
+    assert abs(sum(float(b.get_attribute("data-value")) for b in bars.all()) - 1) < 1e-6
+    tab.shot("search")
+    tab.page.click("#search-trials a")  # a trial is a run: its page opens
+    tab.page.locator("#run-status", has_text="finished").wait_for()
+    tab.open("searches")
+    tab.page.locator('tr[data-search="searches/from-form"] .status', has_text="finished").wait_for()

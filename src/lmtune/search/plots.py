@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from lmtune.figures.canvas import new_figure, save_png
+from lmtune.search.importance import param_importances
 
 
 def write_plots(study: Any, folder: Path, metric: str) -> list[Path]:
@@ -45,15 +46,7 @@ def write_plots(study: Any, folder: Path, metric: str) -> list[Path]:
     written.append(save_png(fig, folder / "history.png"))
 
     names = sorted({k for t in done for k in t.params})
-    importances: dict[str, float] = {}
-    if len(done) >= 2 and names:
-        try:
-            # fANOVA (a seeded random forest) rather than Optuna's default PED-ANOVA, which gives
-            # every parameter the same importance when a study has only a dozen trials
-            importances = optuna.importance.get_param_importances(
-                study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
-        except (RuntimeError, ValueError, ZeroDivisionError):  # e.g. every trial gave the same value
-            importances = {}
+    importances = param_importances(study)
     fig, ax = new_figure()
     if importances:
         keys = list(importances)[::-1]

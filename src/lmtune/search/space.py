@@ -9,25 +9,45 @@ from lmtune.errors import ConfigError
 
 
 def check_space(base: Config) -> None:
-    """Before the first trial: every searched key is a config value (not a section), every value it can
-    take (each choice, both range ends) is one the schema accepts, and every `when` key is searched or set."""
+    """Before the first trial: the first of `space_problems`, as a ConfigError."""
+    problems = space_problems(base)
+    if problems:
+        raise ConfigError(problems[0][1])
+
+
+def space_problems(base: Config) -> list[tuple[str, str]]:
+    """An empty space, and every searched key that can never work, as (search.space.KEY, message): a key that is not a config value
+    (a section, or no key at all), a value it can take (each choice, both range ends) that the schema refuses,
+    or a `when` key that is neither searched nor set."""
+    if not base.search.space:
+        return [("search.space", "search.space is empty: name at least one config key to search, e.g. "
+                                 "train.learning_rate: {type: float, low: 1.0e-5, high: 1.0e-3, log: true}")]
     plain = base.model_dump(mode="json")
+    problems = []
     for key, spec in base.search.space.items():
-        *sections, name = key.split(".")
-        section = section_of(tuple(sections), type(base))
-        if section is None or name not in section.model_fields or key.startswith("search.") or section_of((*sections, name), type(base)):
-            raise ConfigError(f"search.space: {key!r} is not a config key one can search (e.g. train.learning_rate, method.name)")
-        if spec.type == "categorical":
-            values = list(spec.choices or [])
-        else:
-            values = [spec.low, spec.high]
-            if spec.type == "int" and not all(float(v).is_integer() for v in values):
-                raise ConfigError(f"search.space.{key}: an int range needs whole ends (got low={spec.low}, high={spec.high})")
-        for value in values:
-            _check_value(plain, key, int(value) if spec.type == "int" else value, spec.type)
-        for cond in spec.when:
-            if cond not in base.search.space and _lookup(plain, cond) is _MISSING:
-                raise ConfigError(f"search.space.{key}.when: {cond!r} is neither a searched key nor a config key")
+        try:
+            _check_entry(base, plain, key, spec)
+        except ConfigError as err:
+            problems.append((f"search.space.{key}", str(err)))
+    return problems
+
+
+def _check_entry(base: Config, plain: dict[str, Any], key: str, spec: ParamSpec) -> None:
+    *sections, name = key.split(".")
+    section = section_of(tuple(sections), type(base))
+    if section is None or name not in section.model_fields or key.startswith("search.") or section_of((*sections, name), type(base)):
+        raise ConfigError(f"search.space: {key!r} is not a config key one can search (e.g. train.learning_rate, method.name)")
+    if spec.type == "categorical":
+        values = list(spec.choices or [])
+    else:
+        values = [spec.low, spec.high]
+        if spec.type == "int" and not all(float(v).is_integer() for v in values):
+            raise ConfigError(f"search.space.{key}: an int range needs whole ends (got low={spec.low}, high={spec.high})")
+    for value in values:
+        _check_value(plain, key, int(value) if spec.type == "int" else value, spec.type)
+    for cond in spec.when:
+        if cond not in base.search.space and _lookup(plain, cond) is _MISSING:
+            raise ConfigError(f"search.space.{key}.when: {cond!r} is neither a searched key nor a config key")
 
 
 def _check_value(plain: dict[str, Any], key: str, value: Any, kind: str) -> None:

@@ -10,9 +10,13 @@ SQLAlchemy URL Optuna accepts lets several processes or machines share one study
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import multiprocessing
+import signal
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -20,7 +24,7 @@ from typing import Any, Literal
 import yaml
 
 from lmtune.config import LOWER_IS_BETTER, Config, build_config, load_config, merge_dicts, nest_keys
-from lmtune.errors import ConfigError, LmtuneError, SearchFailed, TrainingError
+from lmtune.errors import ConfigError, Interrupted, LmtuneError, SearchFailed, TrainingError
 from lmtune.files import csv_text, write_text
 from lmtune.paths import check_creatable
 from lmtune.progress import bar
@@ -47,9 +51,6 @@ def search(config: Config | dict | str | Path, *, workers: int = 1) -> SearchSum
     import optuna
 
     base = load_config(config) if isinstance(config, (str, Path)) else build_config(config)
-    if not base.search.space:
-        raise ConfigError("search.space is empty: name at least one config key to search, e.g. "
-                          "train.learning_rate: {type: float, low: 1.0e-5, high: 1.0e-3, log: true}")
     check_space(base)
     if workers < 1:
         raise ConfigError(f"--workers must be 1 or more (got {workers})")
@@ -74,14 +75,20 @@ def search(config: Config | dict | str | Path, *, workers: int = 1) -> SearchSum
     else:
         # Processes, not threads: each trial seeds the global RNGs and owns the process's logging.
         ctx = multiprocessing.get_context("spawn")
-        procs = [ctx.Process(target=_optimize, args=(base.model_dump(mode="json"), storage, before, metric)) for _ in range(workers)]
+        procs = [ctx.Process(target=_work, args=(base.model_dump(mode="json"), storage, before, metric, n)) for n in range(workers)]
         for p in procs:
             p.start()
-        while any(p.is_alive() for p in procs):  # the workers write to the study; the bar reads it
-            for p in procs:
-                p.join(timeout=2)
-            _advance(trials_bar, study, before)
+        with _on_signals(_pass_sigterm_on(procs)):
+            while any(p.is_alive() for p in procs):  # the workers write to the study; the bar reads it
+                for p in procs:
+                    p.join(timeout=2)
+                _advance(trials_bar, study, before)
         bad = [p.exitcode for p in procs if p.exitcode]
+        stopped_by = sorted({code - 128 for code in bad if code > 128})
+        if stopped_by:
+            raise Interrupted(f"stopped by {signal.Signals(stopped_by[0]).name}: each worker's running trial is recorded as failed; the "
+                              f"search's results so far are in {SearchDir(out).trials_file}. Run the same lmtune search command "
+                              f"again to add trials to the study", stopped_by[0])
         if bad:
             raise LmtuneError(f"{len(bad)} of {workers} search workers exited with an error (exit codes {bad}); see the log above")
     trials_bar.close()
@@ -152,10 +159,10 @@ def resolve_objective(base: Config) -> tuple[str, Literal["maximize", "minimize"
     return metric, direction
 
 
-def _sampler(base: Config) -> Any:
+def _sampler(base: Config, worker: int = 0) -> Any:
     import optuna
 
-    seed = base.search.seed
+    seed = base.search.seed + worker
     if base.search.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if base.search.sampler == "grid":
@@ -175,25 +182,97 @@ def _pruner(base: Config) -> Any:
     return optuna.pruners.NopPruner()
 
 
-def _optimize(base: Config | dict[str, Any], storage: str, before: int, metric: str, on_trial: Any = None) -> None:
-    """Run trials until this invocation's n_trials (counted over all workers) or timeout is reached."""
+def _optimize(base: Config | dict[str, Any], storage: str, before: int, metric: str, on_trial: Any = None, worker: int = 0) -> None:
+    """Run trials until this invocation's n_trials (counted over all workers) or timeout is reached.
+
+    Worker N seeds its sampler with search.seed + N: with one seed, every worker would sample the same values.
+    """
     import optuna
     from optuna.study import MaxTrialsCallback
 
     base = build_config(base)
     _route_optuna_logs()
-    study = optuna.load_study(study_name=base.search.study_name, storage=storage, sampler=_sampler(base), pruner=_pruner(base))
+    study = optuna.load_study(study_name=base.search.study_name, storage=storage, sampler=_sampler(base, worker), pruner=_pruner(base))
     callbacks = [lambda s, t: write_outputs(s, base, metric)] + ([on_trial] if on_trial is not None else [])
     if base.search.n_trials is not None:
         callbacks.insert(0, MaxTrialsCallback(before + base.search.n_trials, states=None))
     failures: dict[str, int] = {}  # reason -> first trial that failed for it
-    study.optimize(
-        lambda trial: run_trial(trial, base, metric, failures), n_trials=base.search.n_trials, timeout=base.search.timeout,
-        catch=(LmtuneError, RuntimeError, ValueError), callbacks=callbacks,
-    )
+    try:
+        with _on_signals(_stop_the_search):
+            study.optimize(
+                lambda trial: run_trial(trial, base, metric, failures), n_trials=base.search.n_trials, timeout=base.search.timeout,
+                catch=(LmtuneError, RuntimeError, ValueError), callbacks=callbacks,
+            )
+    except _SearchStopped as stop:  # Optuna has recorded the trial as failed; no callback ran for it
+        write_outputs(study, base, metric)
+        during = "between trials" if stop.number is None else f"during trial {stop.number}, which is recorded as failed"
+        raise Interrupted(f"stopped by {signal.Signals(stop.signal_number).name} {during}; the search's results so far are in "
+                          f"{SearchDir(base.output.dir).trials_file}. Run the same lmtune search command again to add trials "
+                          f"to the study", stop.signal_number) from None
+
+
+def _work(base: dict[str, Any], storage: str, before: int, metric: str, worker: int) -> None:
+    """A worker process of `--workers N`; stopped by a signal, it exits with the shell's code and the main process says why."""
+    try:
+        _optimize(base, storage, before, metric, worker=worker)
+    except Interrupted as err:
+        raise SystemExit(err.exit_code) from None
+
+
+def _pass_sigterm_on(procs: list[Any]) -> Any:
+    """SIGTERM to the main process is passed on to each worker, once. Ctrl-C reaches every process of the
+    terminal's group by itself, so for it the main process only waits for the workers to stop."""
+
+    def pass_on(signal_number: int, frame: Any) -> None:
+        if signal_number == signal.SIGTERM:
+            for p in procs:
+                if p.is_alive():
+                    p.terminate()
+
+    return pass_on
+
+
+@contextlib.contextmanager
+def _on_signals(handler: Any) -> Iterator[None]:
+    """SIGINT and SIGTERM go to `handler` while the block runs (handlers can only be set from the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+class _SearchStopped(Exception):
+    """SIGINT or SIGTERM: not one of the errors Optuna catches, so it ends the search (the trial it cut short fails)."""
+
+    def __init__(self, signal_number: int, number: int | None = None):
+        super().__init__(f"stopped by signal {signal_number}")
+        self.signal_number, self.number = signal_number, number
+
+
+def _stop_the_search(signal_number: int, frame: Any) -> None:
+    """Outside training (which stops gracefully, with a checkpoint, on its own), a signal ends the search at once."""
+    raise _SearchStopped(signal_number)
 
 
 def run_trial(trial: Any, base: Config, metric: str, failures: dict[str, int] | None = None) -> float:
+    """Train one trial's config and return its metric; a signal during it ends the search (_SearchStopped)."""
+    try:
+        return _train_trial(trial, base, metric, failures)
+    except Interrupted as err:  # training stopped on the signal, after its checkpoint
+        stop = _SearchStopped(err.signal_number)
+    except _SearchStopped as err:  # the signal came before training began
+        stop = err
+    stop.number = trial.number
+    trial.set_user_attr("error", f"stopped by {signal.Signals(stop.signal_number).name}")
+    raise stop
+
+
+def _train_trial(trial: Any, base: Config, metric: str, failures: dict[str, int] | None) -> float:
     import optuna
 
     from lmtune.train.loop import train
@@ -219,6 +298,8 @@ def run_trial(trial: Any, base: Config, metric: str, failures: dict[str, int] | 
                               f"{', '.join(k for k, v in result.metrics.items() if isinstance(v, (int, float)))}")
         if not math.isfinite(value):
             raise TrainingError(f"{metric}={value} in the run's metrics.json is not a number to compare")
+    except Interrupted:
+        raise
     except (LmtuneError, RuntimeError, ValueError) as err:  # the trial fails; the search goes on
         reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
         trial.set_user_attr("error", reason)

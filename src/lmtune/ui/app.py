@@ -26,13 +26,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lmtune.config import DEFAULT_TASK, config_class, config_problems
 from lmtune.errors import LmtuneError
-from lmtune.run_dir import RunDir, find_model_dir
+from lmtune.run_dir import RunDir, SearchDir, find_model_dir
 from lmtune.tasks import TASKS
 from lmtune.ui import runs as run_info
 from lmtune.ui.data_summary import summarize
-from lmtune.ui.form import form_sections, to_yaml
+from lmtune.ui.form import SECTIONS, form_sections, to_yaml
 from lmtune.ui.jobs import Jobs
 from lmtune.ui.options import UiOptions
+from lmtune.ui.searches import Searches, search_problems
 from lmtune.ui.trying import Tryouts
 from lmtune.ui.workspace import UiError, Workspace
 
@@ -43,6 +44,7 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost", "[::1]"}
 def build_app(options: UiOptions) -> FastAPI:
     ws = Workspace(options.workspace)
     jobs = Jobs(ws)
+    searches = Searches(ws, jobs)
     tryouts = Tryouts(ws)
 
     @contextlib.asynccontextmanager
@@ -110,34 +112,23 @@ def build_app(options: UiOptions) -> FastAPI:
         return summarize(file, path, header, text_column or None, label_column or None, model or None, max_length)
 
     @app.get("/api/form")
-    async def form(task: str = DEFAULT_TASK) -> dict[str, Any]:
-        return {"task": task, "sections": form_sections(config_class(task))}
+    async def form(task: str = DEFAULT_TASK, sections: str = "") -> dict[str, Any]:
+        names = tuple(s for s in sections.split(",") if s) or SECTIONS
+        return {"task": task, "sections": form_sections(config_class(task), names)}
 
     @app.post("/api/config/check")
     async def check(body: dict[str, Any]) -> dict[str, Any]:
         """A config from the form (`config`) or from the YAML box (`yaml`): its problems and its YAML."""
-        config = _config_of(body)
-        problems = [{"key": k, "message": m} for k, m in config_problems(config)]
-        return {"config": config, "yaml": to_yaml(config), "problems": problems}
+        return _checked(_config_of(body), config_problems)
 
     @app.post("/api/runs", response_model=None)
     async def launch(body: dict[str, Any]) -> dict[str, Any] | JSONResponse:
         config = _config_of(body)
-        run = str(body.get("run") or "").strip()
-        if not run:
-            raise UiError("name the run folder (it is created inside the workspace)")
-        folder = ws.path(run)
-        if not RunDir(folder).is_empty():
-            raise UiError(f"{run} already holds files; pick a new run folder name, or resume that run from its page", 409)
+        folder = _new_folder(body.get("run"), "run", "resume that run from its page")
         problems = config_problems({**config, "output": {**config.get("output", {}), "dir": str(folder)}})
         if problems:
-            return JSONResponse({"error": "the config is not valid", "problems": [{"key": k, "message": m} for k, m in problems]},
-                                status_code=422)
-        configs = ws.app_folder / "configs"
-        configs.mkdir(parents=True, exist_ok=True)
-        config_file = configs / f"{folder.name}-{len(list(configs.iterdir()))}.yaml"
-        config_file.write_text(to_yaml(config), encoding="utf-8")
-        job = jobs.start(config_file, ws.relative(folder))
+            return _refused("the config is not valid", problems)
+        job = jobs.start(_saved_config(folder.name, config), ws.relative(folder))
         return {"run": job.run, "pid": job.pid}
 
     @app.get("/api/runs")
@@ -199,6 +190,46 @@ def build_app(options: UiOptions) -> FastAPI:
                 raise UiError(f"{ws.relative(run.path)} is not a run folder (it has no config.yaml)", 404)
         return run_info.comparison(ws, jobs, runs)
 
+    @app.post("/api/search/check")
+    async def search_check(body: dict[str, Any]) -> dict[str, Any]:
+        """A search config: the YAML box's (`yaml`) with the form's `search` section put in; its problems and its YAML."""
+        return _checked(_search_config_of(body), search_problems)
+
+    @app.post("/api/searches", response_model=None)
+    async def launch_search(body: dict[str, Any]) -> dict[str, Any] | JSONResponse:
+        config = _search_config_of(body)
+        folder = _new_folder(body.get("folder"), "search", "add trials to that search from its page")
+        problems = search_problems({**config, "output": {**config.get("output", {}), "dir": str(folder)}})
+        if problems:
+            return _refused("the search config is not valid", problems)
+        job = jobs.start_search(_saved_config(folder.name, config), ws.relative(folder))
+        return {"search": job.run, "pid": job.pid}
+
+    @app.get("/api/searches")
+    def search_listing() -> list[dict[str, Any]]:
+        return searches.listing()
+
+    @app.get("/api/search")
+    def search_detail(path: str) -> dict[str, Any]:
+        return searches.detail(SearchDir(ws.path(path)))
+
+    @app.post("/api/search/stop")
+    async def search_stop(path: str) -> dict[str, Any]:
+        job = jobs.stop(ws.relative(ws.path(path)))
+        return {"search": job.run, "pid": job.pid, "signal": "SIGTERM"}
+
+    @app.post("/api/search/more")
+    async def search_more(path: str, n_trials: int) -> dict[str, Any]:
+        """Add trials to a search started here, with the config it was started with."""
+        if n_trials < 1:
+            raise UiError(f"n_trials must be 1 or more (got {n_trials})")
+        run = ws.relative(ws.path(path))
+        job = jobs.latest(run)
+        if job is None or job.kind != "search" or not Path(job.config).is_file():
+            raise UiError(f"{path} was not started here, so the app does not have its config: add trials with lmtune search", 409)
+        started = jobs.start_search(Path(job.config), run, n_trials)
+        return {"search": started.run, "pid": started.pid}
+
     @app.post("/api/try/load")
     async def try_load(path: str) -> dict[str, Any]:
         """Serve the run's kept model with `lmtune serve` (in the background: poll /api/try/status)."""
@@ -227,6 +258,24 @@ def build_app(options: UiOptions) -> FastAPI:
     def _run(path: str) -> RunDir:
         return RunDir(ws.path(path))
 
+    def _new_folder(given: Any, what: str, instead: str) -> Path:
+        """The folder a new run or search writes to: inside the workspace, and empty or not there yet."""
+        name = str(given or "").strip()
+        if not name:
+            raise UiError(f"name the {what} folder (it is created inside the workspace)")
+        folder = ws.path(name)
+        if not RunDir(folder).is_empty():
+            raise UiError(f"{name} already holds files; pick a new {what} folder name, or {instead}", 409)
+        return folder
+
+    def _saved_config(name: str, config: dict[str, Any]) -> Path:
+        """The config a job is started with, kept in the app's folder (a resume or more trials use it again)."""
+        configs = ws.app_folder / "configs"
+        configs.mkdir(parents=True, exist_ok=True)
+        config_file = configs / f"{name}-{len(list(configs.iterdir()))}.yaml"
+        config_file.write_text(to_yaml(config), encoding="utf-8")
+        return config_file
+
     app.add_middleware(TokenGate, token=options.token)
     return app
 
@@ -241,6 +290,24 @@ def _config_of(body: dict[str, Any]) -> dict[str, Any]:
         config = body.get("config") or {}
     if not isinstance(config, dict):
         raise UiError(f"the config must be a mapping of keys, not {type(config).__name__}", 422)
+    return config
+
+
+def _checked(config: dict[str, Any], problems_of: Any) -> dict[str, Any]:
+    """What a check answers: the config, its YAML and its problems, each at its key."""
+    return {"config": config, "yaml": to_yaml(config), "problems": [{"key": k, "message": m} for k, m in problems_of(config)]}
+
+
+def _refused(error: str, problems: list[tuple[str, str]]) -> JSONResponse:
+    return JSONResponse({"error": error, "problems": [{"key": k, "message": m} for k, m in problems]}, status_code=422)
+
+
+def _search_config_of(body: dict[str, Any]) -> dict[str, Any]:
+    config = _config_of(body)
+    if "search" in body:
+        if not isinstance(body["search"], dict):
+            raise UiError("the search section must be a mapping of keys", 422)
+        config["search"] = body["search"]
     return config
 
 

@@ -11,21 +11,24 @@ from pydantic import BaseModel
 
 from lmtune.schema import Config
 
-SECTIONS = ("model", "data", "method", "train", "eval", "output")
+SECTIONS = ("model", "data", "method", "train", "eval", "output")  # the New-run form; the Search page adds "search"
 # Shown open; the rest of each section sits under "more keys".
 MAIN_KEYS = {
     "model.name_or_path", "model.max_length", "data.train", "data.validation", "data.test", "method.name",
     "method.trainable_layers", "method.lora_rank", "train.epochs", "train.batch_size", "train.learning_rate",
     "train.loss", "train.class_weights", "eval.metric", "eval.every_n_steps", "train.save_every_n_steps",
+    "search.metric", "search.direction", "search.n_trials", "search.timeout", "search.sampler", "search.pruner",
 }
-LEFT_OUT = {"output.dir"}  # the run folder is named beside the form
+# The run folder is named beside the form; the space has rows of its own; the app reads a search's own study.db.
+LEFT_OUT = {"output.dir", "search.space", "search.storage"}
 
 
-def form_sections(cls: type[Config]) -> list[dict[str, Any]]:
+def form_sections(cls: type[Config], names: tuple[str, ...] = SECTIONS) -> list[dict[str, Any]]:
     sections = []
-    for name in SECTIONS:
-        section = cls.model_fields[name].annotation
-        assert isinstance(section, type) and issubclass(section, BaseModel)
+    for name in names:
+        section = cls.model_fields[name].annotation if name in cls.model_fields else None
+        if not (isinstance(section, type) and issubclass(section, BaseModel)):
+            continue  # not a section of the config
         fields = []
         for key, info in section.model_fields.items():
             dotted = f"{name}.{key}"

@@ -1,9 +1,9 @@
-"""Runs the app launches: `lmtune train` (and `--resume`) as processes of their own.
+"""Runs and searches the app launches: `lmtune train` (and `--resume`) or `lmtune search`, as processes of their own.
 
 A job is a process started in its own session, so it goes on when the app stops; its record
-(`.lmtune-ui/jobs/NAME.json`: pid, command, run folder, start time) and its output
+(`.lmtune-ui/jobs/NAME.json`: pid, command, run or search folder, start time) and its output
 (`NAME.out`) let a restarted app find it again. Stop sends SIGTERM: the run finishes its step,
-writes a checkpoint and exits, as on Ctrl-C.
+writes a checkpoint and exits, as on Ctrl-C (a search records that trial as failed and ends).
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ class Job:
     run: str  # the run folder, relative to the workspace
     command: list[str]
     started: float
+    kind: str = "train"  # or "search"
+    config: str = ""  # the config file it was started with
 
     def alive(self) -> bool:
         try:
@@ -65,20 +67,27 @@ class Jobs:
         return self.folder / f"{job.name}.out"
 
     def start(self, config_file: Path, run: str, resume: bool = False) -> Job:
+        """`lmtune train CONFIG` into the run folder `run` (relative to the workspace)."""
+        return self._launch("train", config_file, run, ["--resume"] if resume else [], "-resume" if resume else "")
+
+    def start_search(self, config_file: Path, folder: str, n_trials: int | None = None) -> Job:
+        """`lmtune search CONFIG` into `folder`: a new study, or more trials for the one there."""
+        more = [f"search.n_trials={n_trials}"] if n_trials else []
+        return self._launch("search", config_file, folder, more, "-more" if more else "")
+
+    def _launch(self, kind: str, config_file: Path, run: str, extra: list[str], suffix: str) -> Job:
         current = self.latest(run)
         if current is not None and current.alive():
             raise UiError(f"{run} is already running (pid {current.pid}); stop it first", 409)
         self.folder.mkdir(parents=True, exist_ok=True)
-        name = f"{time.strftime('%Y%m%d-%H%M%S')}-{Path(run).name}{'-resume' if resume else ''}"
-        command = [sys.executable, "-m", "lmtune", "train", str(config_file), "--quiet", f"output.dir={self.ws.root / run}"]
-        if resume:
-            command.append("--resume")
+        name = f"{time.strftime('%Y%m%d-%H%M%S')}-{Path(run).name}{suffix}"
+        command = [sys.executable, "-m", "lmtune", kind, str(config_file), "--quiet", f"output.dir={self.ws.root / run}", *extra]
         with (self.folder / f"{name}.out").open("wb") as out:
             # a session of its own: the run outlives the app, and Ctrl-C on the app does not reach it
             process = subprocess.Popen(command, cwd=self.ws.root, stdout=out, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL, start_new_session=True)
         self._children[process.pid] = process
-        job = Job(name=name, pid=process.pid, run=run, command=command, started=time.time())
+        job = Job(name=name, pid=process.pid, run=run, command=command, started=time.time(), kind=kind, config=str(config_file))
         write_json(self.folder / f"{name}.json", asdict(job))
         return job
 

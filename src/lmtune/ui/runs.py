@@ -1,7 +1,7 @@
 """What the app shows of a run, read from its folder alone, so runs started from the CLI appear too.
 
-Status: running (a live job, or train.log written in the last minute), finished (metrics.json),
-stopped (train.log ends saying a signal stopped it), failed (anything else). Progress and the ETA come from
+Status: running (a live job, or train.log written in the last minute and not ended), finished (metrics.json),
+stopped (train.log ends saying a signal stopped it), pruned (a search trial its pruner stopped), failed (anything else). Progress and the ETA come from
 the step records in metrics.jsonl and the times in train.log.
 """
 
@@ -30,10 +30,13 @@ def status(run: RunDir, job: Job | None, log_lines: list[str]) -> str:
         return "running"  # also after metrics.json: the run is still writing its report
     if run.is_finished():
         return "finished"
-    if job is None and run.log_file.is_file() and time.time() - run.log_file.stat().st_mtime < RECENT_S:
-        return "running"
-    if any(" stopped by SIG" in line or " stopped at once" in line for line in log_lines[-3:]):
+    ending = " ".join(log_lines[-3:])  # train.log ends saying how a run ended, when it did
+    if " ERROR stopped by SIG" in ending or " ERROR stopped at once" in ending:
         return "stopped"
+    if " ERROR failed: TrialPruned" in ending:
+        return "pruned"  # a search trial its pruner stopped
+    if " ERROR failed: " not in ending and job is None and run.log_file.is_file() and time.time() - run.log_file.stat().st_mtime < RECENT_S:
+        return "running"
     return "failed"
 
 
@@ -128,7 +131,7 @@ def pending(ws: Workspace, jobs: Jobs, known: set[str]) -> list[dict[str, Any]]:
     """Jobs whose run folder is not written yet (the model is loading) or never was (the run failed first)."""
     rows: list[dict[str, Any]] = []
     for job in jobs.latest_by_run().values():
-        if job.run in known or RunDir(ws.root / job.run).is_run():
+        if job.kind != "train" or job.run in known or RunDir(ws.root / job.run).is_run():
             continue
         output = jobs.output(job).read_text(encoding="utf-8", errors="replace").splitlines() if jobs.output(job).is_file() else []
         rows.append({"path": job.run, "status": "starting" if job.alive() else "failed", "started_here": True,

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from lmtune.data.readers import FORMATS
-from lmtune.run_dir import RunDir
+from lmtune.run_dir import RunDir, SearchDir
 
 APP_FOLDER = ".lmtune-ui"  # the app's own files: job records and their output
 UPLOADS = "uploads"
@@ -58,8 +58,8 @@ class Workspace:
         """Data files anywhere in the workspace, except the files runs write."""
         found = []
         for folder, dirs, files in self._walk():
-            if RunDir(folder).is_run() or _is_model_folder(files):
-                dirs[:] = []
+            if RunDir(folder).is_run() or _is_model_folder(files) or SearchDir(folder).study_db.name in files:
+                dirs[:] = []  # what runs and searches write (metrics, trials.csv) is not data
                 continue
             found += [self.relative(folder / f) for f in files if Path(f).suffix.lower() in FORMATS]
         return found
@@ -72,6 +72,17 @@ class Workspace:
                 runs.append(RunDir(folder))
                 dirs[:] = []
         return runs
+
+    def search_folders(self) -> list[SearchDir]:
+        """Every search folder (one with an Optuna study.db) in the workspace."""
+        found = []
+        for folder, dirs, files in self._walk():
+            if SearchDir(folder).study_db.name in files:
+                found.append(SearchDir(folder))
+                dirs[:] = []
+            elif RunDir(folder).is_run():
+                dirs[:] = []
+        return found
 
     def new_upload(self, name: str) -> Path:
         """Where an uploaded file called `name` is written: uploads/NAME, with a number added if taken."""

@@ -33,9 +33,11 @@ function route() {
   clearInterval(timer);
   const [page, query] = (location.hash.slice(2) || "runs").split("?");
   const params = Object.fromEntries(new URLSearchParams(query || ""));
-  document.querySelectorAll("nav a").forEach(a => a.classList.toggle("active", a.dataset.page === page || (["run", "compare"].includes(page) && a.dataset.page === "runs")));
+  const section = { run: "runs", compare: "runs", search: "searches", "new-search": "searches" }[page] || page;
+  document.querySelectorAll("nav a").forEach(a => a.classList.toggle("active", a.dataset.page === section));
   main.replaceChildren();
-  ({ data: dataPage, new: newRunPage, runs: runsPage, run: runPage, try: tryPage, compare: comparePage }[page] || runsPage)(params);
+  ({ data: dataPage, new: newRunPage, runs: runsPage, run: runPage, try: tryPage, compare: comparePage,
+     searches: searchesPage, "new-search": newSearchPage, search: searchPage }[page] || runsPage)(params);
 }
 window.addEventListener("hashchange", route);
 
@@ -316,6 +318,233 @@ async function comparePage(params) {
     h("div", { class: "cols" }, h("div", { class: "card" }, h("h2", {}, "Training loss"), loss), h("div", { class: "card" }, h("h2", {}, "Validation metric"), metric)),
     h("div", { class: "card" }, h("h2", {}, "Final metrics"), table),
     h("div", { class: "card" }, h("h2", {}, "Config keys that differ"), Object.keys(c.differences).length ? diff : h("p", { class: "muted" }, "none: the configs are the same")));
+}
+
+// ---- Search ------------------------------------------------------------------------------
+const trialCounts = counts => Object.entries(counts || {}).map(([state, n]) => `${n} ${state}`).join(", ");
+const card = (title, ...body) => h("div", { class: "card" }, h("h2", {}, title), ...body);
+
+async function searchesPage() {
+  const out = h("div", {});
+  const refresh = async () => {
+    try {
+      const rows = await api("/api/searches");
+      out.replaceChildren(rows.length ? h("table", { id: "searches" },
+        h("tr", {}, ["search", "status", "metric", "trials", "best", "best trial"].map(c => h("th", {}, c))),
+        ...rows.map(r => h("tr", { "data-search": r.path },
+          h("td", {}, h("a", { href: "#/search?" + q({ path: r.path }) }, r.path)),
+          h("td", {}, h("span", { class: `status ${r.status}` }, r.status)),
+          h("td", {}, r.metric ? `${r.metric} (${r.direction})` : ""), h("td", {}, trialCounts(r.counts)),
+          h("td", { class: "num" }, r.best_value === null || r.best_value === undefined ? "" : metricText(r.metric, r.best_value)),
+          h("td", {}, r.best_trial ?? ""))))
+        : h("p", { class: "muted" }, "No searches in this workspace yet: start one on New search, or with lmtune search."));
+    } catch (err) { out.replaceChildren(errorBox(err.message)); }
+  };
+  main.append(h("h1", {}, "Searches"), h("p", {}, h("a", { href: "#/new-search", id: "new-search" }, "New search")), h("div", { class: "card" }, out));
+  await refresh();
+  timer = setInterval(refresh, 3000);
+}
+
+// A typed value from a text box: numbers and true/false as such, the rest as text.
+const typedValue = text => { const v = text.trim(); return v === "true" ? true : v === "false" ? false : v !== "" && !isNaN(Number(v)) ? Number(v) : v; };
+
+async function newSearchPage() {
+  const runs = (await api("/api/runs")).filter(r => r.task);
+  const from = h("select", { id: "search-from" }, h("option", { value: "" }, "a run's config…"), runs.map(r => h("option", { value: r.path }, r.path)));
+  const folder = h("input", { id: "search-folder", value: `searches/search-${new Date().toISOString().slice(0, 19).replace(/[-:T]/g, "")}`, size: 34 });
+  const yamlBox = h("textarea", { id: "search-yaml", spellcheck: "false", placeholder: "the base config every trial starts from (or pick a run's config above)" });
+  const settings = h("div", { id: "search-settings" });
+  const rows = h("div", { id: "space-rows" });
+  const spaceProblem = h("div", { class: "problem", id: "space-problem" });
+  const keyList = h("datalist", { id: "search-keys" });
+  const messages = h("div", { id: "search-messages" });
+  const launch = h("button", { id: "search-launch" }, "Start the search");
+  let settingFields = [], kinds = {}, task = null;
+
+  const guessType = key => ({ float: "float", int: "int" })[kinds[key]] || "categorical";
+  const addRow = (key = "", spec = {}) => {
+    const input = (cls, attrs) => h("input", { class: cls, ...attrs });
+    const keyIn = input("sp-key", { list: "search-keys", value: key, placeholder: "config key, e.g. train.learning_rate", size: 26, "aria-label": "searched key" });
+    const type = h("select", { class: "sp-type", "aria-label": "distribution" }, ["float", "int", "categorical"].map(t => h("option", { value: t, selected: t === (spec.type || guessType(key)) }, t)));
+    const low = input("sp-low", { type: "number", step: "any", value: spec.low ?? "", placeholder: "low", "aria-label": "low" });
+    const high = input("sp-high", { type: "number", step: "any", value: spec.high ?? "", placeholder: "high", "aria-label": "high" });
+    const log = input("sp-log", { type: "checkbox", checked: !!spec.log, "aria-label": "log scale" });
+    const step = input("sp-step", { type: "number", step: "any", value: spec.step ?? "", placeholder: "grid step", "aria-label": "step" });
+    const choices = input("sp-choices", { value: (spec.choices || []).map(String).join(", "), placeholder: "choices, comma-separated", size: 24, "aria-label": "choices" });
+    const when = input("sp-when", { value: Object.entries(spec.when || {}).map(([k, v]) => `${k}=${v}`).join(", "), placeholder: "only when, e.g. method.name=lora", size: 24, "aria-label": "when" });
+    const range = h("span", { class: "sp-range" }, low, high, h("label", { class: "inline" }, log, " log"), step);
+    const row = h("div", { class: "space-row field", "data-key": `search.space.${key}` },
+      h("div", { class: "row" }, keyIn, type, h("button", { class: "plain sp-remove", onclick: () => { row.remove(); fromForm(); } }, "remove")),
+      h("div", { class: "row" }, range, choices, when), h("div", { class: "problem" }));
+    const shape = () => { const categorical = type.value === "categorical"; range.hidden = categorical; choices.hidden = !categorical; };
+    keyIn.addEventListener("change", () => { row.dataset.key = `search.space.${keyIn.value.trim()}`; if (!spec.type) type.value = guessType(keyIn.value.trim()); shape(); });
+    type.addEventListener("change", shape);
+    row.querySelectorAll("input, select").forEach(el => el.addEventListener("change", fromForm));
+    shape();
+    rows.append(row);
+    return row;
+  };
+  const rowSpec = row => {
+    const get = cls => row.querySelector(cls);
+    const spec = { type: get(".sp-type").value };
+    if (spec.type === "categorical") spec.choices = get(".sp-choices").value.split(",").filter(c => c.trim()).map(typedValue);
+    else {
+      for (const end of ["low", "high", "step"]) if (get(`.sp-${end}`).value !== "") spec[end] = Number(get(`.sp-${end}`).value);
+      if (get(".sp-log").checked) spec.log = true;
+    }
+    const when = get(".sp-when").value.split(",").filter(w => w.includes("="));
+    if (when.length) spec.when = Object.fromEntries(when.map(w => [w.slice(0, w.indexOf("=")).trim(), typedValue(w.slice(w.indexOf("=") + 1))]));
+    return spec;
+  };
+  const formSearch = () => {
+    const search = {};
+    for (const f of settingFields) {
+      const value = settings.querySelector(`[name="${f.key}"]`).value.trim();
+      if (value === "" || value === String(f.default ?? "")) continue;
+      search[f.key.split(".")[1]] = f.kind === "int" || f.kind === "float" ? Number(value) : value;
+    }
+    search.space = Object.fromEntries([...rows.children].map(r => [r.querySelector(".sp-key").value.trim(), rowSpec(r)]).filter(([k]) => k));
+    return search;
+  };
+  const showProblems = problems => {
+    main.querySelectorAll(".field").forEach(el => { el.classList.remove("invalid"); el.querySelector(".problem").textContent = ""; });
+    spaceProblem.textContent = "";
+    const loose = [];
+    for (const p of problems) {
+      // a space entry's problem shows at its row (the longest key that starts the problem's key), a setting's at its field
+      const field = [...main.querySelectorAll(".field[data-key]")].filter(el => p.key === el.dataset.key || p.key.startsWith(el.dataset.key + "."))
+        .sort((a, b) => b.dataset.key.length - a.dataset.key.length)[0];
+      if (field && field.dataset.key !== "search.space.") { field.classList.add("invalid"); field.querySelector(".problem").textContent = p.message; }
+      else if (p.key === "search.space") spaceProblem.textContent = p.message;
+      else loose.push(p.message);
+    }
+    messages.replaceChildren(...loose.map(errorBox));
+    launch.disabled = problems.length > 0;
+  };
+  const useTask = async name => {  // the keys one can search, and their kinds, are the task's
+    if (name === task) return;
+    task = name;
+    const spec = await api("/api/form?" + q({ task: name }));
+    kinds = Object.fromEntries(spec.sections.flatMap(s => s.fields).map(f => [f.key, f.kind]));
+    keyList.replaceChildren(...Object.keys(kinds).map(k => h("option", { value: k })));
+  };
+  const check = async body => {
+    try { return await api("/api/search/check", { method: "POST", body: JSON.stringify(body) }); }
+    catch (err) { messages.replaceChildren(errorBox(err.message)); launch.disabled = true; return null; }
+  };
+  const fromForm = async () => {
+    const result = await check({ yaml: yamlBox.value, search: formSearch() });
+    if (!result) return;
+    if (document.activeElement !== yamlBox) yamlBox.value = result.yaml;
+    await useTask(result.config.task || "classification");
+    showProblems(result.problems);
+  };
+  const fromYaml = async () => {
+    const result = await check({ yaml: yamlBox.value });
+    if (!result) return;
+    await useTask(result.config.task || "classification");
+    const search = result.config.search || {};
+    if (!Object.keys(search.space || {}).length) { showProblems(result.problems); return; }  // a base config alone: the form keeps its search
+    for (const f of settingFields) {
+      const value = search[f.key.split(".")[1]];
+      settings.querySelector(`[name="${f.key}"]`).value = value === undefined || value === null ? (f.kind === "choice" ? String(f.default) : "") : String(value);
+    }
+    rows.replaceChildren();
+    for (const [key, spec] of Object.entries(search.space || {})) addRow(key, spec);
+    showProblems(result.problems);
+  };
+  const spec = await api("/api/form?" + q({ sections: "search" }));
+  settingFields = spec.sections.flatMap(s => s.fields).filter(f => f.main);
+  settings.replaceChildren(...settingFields.map(f => h("div", { class: "field", "data-key": f.key },
+    h("label", { for: `f-${f.key}` }, f.key),
+    f.kind === "choice" ? h("select", { id: `f-${f.key}`, name: f.key }, f.choices.map(c => h("option", { value: String(c), selected: String(c) === String(f.default) }, String(c))))
+      : h("input", { id: `f-${f.key}`, name: f.key, type: f.kind === "text" ? "text" : "number", step: "any", placeholder: f.default === null ? "" : String(f.default) }),
+    h("div", { class: "help" }, f.description), h("div", { class: "problem" }))));
+  settings.querySelectorAll("input, select").forEach(el => el.addEventListener("change", fromForm));
+  settings.querySelector('[name="search.n_trials"]').value = "8";
+  let typing = null;
+  yamlBox.addEventListener("input", () => { clearTimeout(typing); typing = setTimeout(fromYaml, 400); });
+  from.addEventListener("change", async () => {
+    if (!from.value) return;
+    try { yamlBox.value = (await api("/api/run?" + q({ path: from.value }))).config_yaml || ""; fromForm(); }
+    catch (err) { messages.replaceChildren(errorBox(err.message)); }
+  });
+  launch.addEventListener("click", async () => {
+    launch.disabled = true;
+    try {
+      const started = await api("/api/searches", { method: "POST", body: JSON.stringify({ yaml: yamlBox.value, search: formSearch(), folder: folder.value }) });
+      location.hash = "#/search?" + q({ path: started.search });
+    } catch (err) {
+      if (err.body && err.body.problems) showProblems(err.body.problems); else messages.replaceChildren(errorBox(err.message));
+      launch.disabled = false;
+    }
+  });
+  main.append(h("h1", {}, "New search"), keyList, h("div", { class: "card row" },
+    h("div", {}, h("label", { for: "search-from" }, "start from"), from),
+    h("div", {}, h("label", { for: "search-folder" }, "search folder (in the workspace)"), folder), launch), messages,
+    h("div", { class: "cols" },
+      h("div", {}, card("Space: the keys to search", rows, spaceProblem, h("p", {}, h("button", { class: "plain", id: "space-add", onclick: () => addRow() }, "Add a key"))),
+        card("Search settings", settings)),
+      h("div", {}, card("config.yaml: the base config and its search section", yamlBox))));
+  addRow("train.learning_rate", { type: "float", low: 1e-5, high: 1e-3, log: true });
+  await fromForm();
+}
+
+async function searchPage(params) {
+  const path = params.path;
+  const head = h("div", { class: "card", id: "search-head" });
+  const historyBox = h("div", { id: "search-history" }), importanceBox = h("div", { id: "search-importances" });
+  const table = h("table", { id: "search-trials" });
+  const best = h("pre", { class: "report", id: "search-best" });
+  const output = h("pre", { class: "log", id: "search-output" });
+  const messages = h("div", {});
+  const more = h("input", { id: "search-more-n", type: "number", value: 4, min: 1, style: "min-width:60px;width:70px", "aria-label": "trials to add" });
+  main.append(h("h1", {}, path), head, messages,
+    h("div", { class: "cols" }, card("Trials and the best so far", historyBox), card("Parameter importances (fANOVA)", importanceBox)),
+    card("Trials", table), h("div", { class: "card" }, h("details", {}, h("summary", {}, "best.yaml: the best trial's config (lmtune train it to retrain)"), best)),
+    h("div", { class: "card", hidden: true, id: "search-output-card" }, h("h2", {}, "Output"), output));
+  const act = async (what, extra = {}) => {
+    try { await api(`/api/search/${what}?` + q({ path, ...extra }), { method: "POST" }); messages.replaceChildren(); refresh(); }
+    catch (err) { messages.replaceChildren(errorBox(err.message)); }
+  };
+  const refresh = async () => {
+    let s;
+    try { s = await api("/api/search?" + q({ path })); } catch (err) { messages.replaceChildren(errorBox(err.message)); return; }
+    const running = s.status === "running" || s.status === "starting";
+    head.replaceChildren(h("div", { class: "row" },
+      h("span", { class: `status ${s.status}`, id: "search-status" }, s.status),
+      h("span", {}, s.metric ? `${s.direction} ${s.metric}` : "reading the data…"), h("span", { class: "muted", id: "search-counts" }, trialCounts(s.counts)),
+      s.best_value !== null ? h("span", { id: "search-best-value" }, `best ${s.metric} `, h("b", {}, metricText(s.metric, s.best_value)), ` (trial ${s.best_trial})`) : null,
+      h("button", { id: "search-stop", class: "plain", disabled: !(running && s.started_here), onclick: () => act("stop") }, "Stop"),
+      h("span", {}, more, " ", h("button", { id: "search-more", class: "plain", disabled: !s.can_add, onclick: () => act("more", { n_trials: more.value }) }, "Add trials"))));
+    const trials = s.trials || [];
+    const complete = trials.filter(t => t.state === "complete" && t.value !== null);
+    const pruned = trials.filter(t => t.state === "pruned" && t.last_value !== null);
+    const stepped = [];  // the best so far, held until the next better trial and on to the last trial
+    for (const [n, v] of s.best_so_far || []) { if (stepped.length) stepped.push([n, stepped[stepped.length - 1][1]]); stepped.push([n, v]); }
+    if (stepped.length && trials.length) stepped.push([trials[trials.length - 1].number, stepped[stepped.length - 1][1]]);
+    lineChart(historyBox, [{ name: `${s.metric || "value"} of complete trials`, dots: true, points: complete.map(t => [t.number, t.value]) },
+      ...(pruned.length ? [{ name: "pruned (its value when stopped)", dots: true, color: "#9aa1ae", points: pruned.map(t => [t.number, t.last_value]) }] : []),
+      { name: "best so far", color: "#c0392b", points: stepped }], { xLabel: "trial", title: "optimization history", empty: "no trial has finished yet" });
+    const names = Object.keys(s.importances || {});
+    if (names.length) hbarChart(importanceBox, names, names.map(n => s.importances[n]), { title: "parameter importances" });
+    else importanceBox.replaceChildren(h("p", { class: "muted" }, "needs two or more complete trials with different values"));
+    const keys = [...new Set(trials.flatMap(t => Object.keys(t.params)))];
+    table.replaceChildren(h("tr", {}, ["trial", "state", s.metric || "value", "seconds", ...keys, "run", ""].map(c => h("th", {}, c))),
+      ...trials.map(t => h("tr", { "data-trial": t.number, class: t.number === s.best_trial ? "best" : "" },
+        h("td", {}, String(t.number)), h("td", {}, h("span", { class: `status ${{ complete: "finished", fail: "failed" }[t.state] || t.state}` }, t.state)),
+        h("td", { class: "num" }, t.value !== null ? metricText(s.metric, t.value) : t.last_value !== null ? h("span", { class: "muted" }, `${metricText(s.metric, t.last_value)} at step ${t.last_step}`) : ""),
+        h("td", { class: "num" }, t.seconds === null ? "" : String(Math.round(t.seconds))),
+        keys.map(k => h("td", {}, k in t.params ? (typeof t.params[k] === "number" ? String(+t.params[k].toPrecision(4)) : String(t.params[k])) : "–")),
+        h("td", {}, t.run ? h("a", { href: "#/run?" + q({ path: t.run }) }, t.run.split("/").pop()) : ""),
+        h("td", { class: "muted" }, t.error || ""))));
+    best.textContent = s.best_yaml || "no trial has completed yet";
+    document.getElementById("search-output-card").hidden = !(s.job_output || []).length;
+    output.textContent = (s.job_output || []).join("\n");
+    if (!running && timer) { clearInterval(timer); timer = null; }
+    if (running && !timer) timer = setInterval(refresh, 2000);
+  };
+  await refresh();
 }
 
 // ---- Try ---------------------------------------------------------------------------------

@@ -44,6 +44,7 @@ function lineChart(box, series, opts = {}) {
   let [y0, y1] = [Math.min(...pts.map(p => p[1])), Math.max(...pts.map(p => p[1]))];
   if (x1 === x0) { x0 -= 1; x1 += 1; }
   if (y1 === y0) { y0 -= Math.abs(y0) * 0.1 || 1; y1 += Math.abs(y1) * 0.1 || 1; }
+  if (series.some(s => s.dots)) { const pad = (y1 - y0) * 0.06; y0 -= pad; y1 += pad; }  // marks clear of the edges
   const sx = x => L + (x - x0) / (x1 - x0) * (W - L - R);
   const sy = y => T + (1 - (y - y0) / (y1 - y0)) * (H - T - B);
   for (const t of niceTicks(y0, y1, 5)) {
@@ -58,12 +59,13 @@ function lineChart(box, series, opts = {}) {
   series.forEach((s, i) => {
     const color = s.color || COLORS[i % COLORS.length];
     const good = s.points.filter(p => Number.isFinite(p[1]));
+    // a scatter series (s.dots) is a group of marks; a line is a path, with marks while it has few points
     const d = good.map((p, j) => `${j ? "L" : "M"}${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join("");
-    const path = svgEl("path", { d, fill: "none", stroke: color, "stroke-width": 2, class: "series" });
-    path.dataset.name = s.name;
-    path.dataset.points = String(good.length);
-    svg.appendChild(path);
-    if (good.length < 30) for (const p of good) svg.appendChild(svgEl("circle", { cx: sx(p[0]), cy: sy(p[1]), r: 2.5, fill: color }));
+    const mark = s.dots ? svgEl("g", { class: "series" }) : svgEl("path", { d, fill: "none", stroke: color, "stroke-width": 2, class: "series" });
+    mark.dataset.name = s.name;
+    mark.dataset.points = String(good.length);
+    svg.appendChild(mark);
+    if (s.dots || good.length < 30) for (const p of good) (s.dots ? mark : svg).appendChild(svgEl("circle", { cx: sx(p[0]), cy: sy(p[1]), r: s.dots ? 4.5 : 2.5, fill: color }));
   });
   box.appendChild(svg);
   const legend = document.createElement("div");
@@ -104,5 +106,25 @@ function barChart(box, labels, values, opts = {}) {
     }
   });
   if (opts.xLabel) svg.appendChild(svgEl("text", { x: W - R, y: H - 6, "text-anchor": "end" }, opts.xLabel));
+  box.appendChild(svg);
+}
+
+// Horizontal bars, largest first: labels[i] (written in full at the left) with values[i] in [0, 1].
+function hbarChart(box, labels, values, opts = {}) {
+  const W = opts.width || 560, row = 26, L = Math.min(260, 12 + 7 * Math.max(4, ...labels.map(l => String(l).length))), R = 56;
+  const H = 12 + row * Math.max(1, labels.length);
+  box.replaceChildren();
+  box.classList.add("chart");
+  const svg = svgEl("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": opts.title || "bar chart" });
+  const top = Math.max(1e-12, ...values);
+  values.forEach((v, i) => {
+    const y = 6 + i * row;
+    svg.appendChild(svgEl("text", { x: L - 8, y: y + row / 2 + 4, "text-anchor": "end" }, String(labels[i])));
+    const bar = svgEl("rect", { x: L, y: y + 4, width: Math.max(1, v / top * (W - L - R)), height: row - 8, fill: opts.color || COLORS[2], class: "column" });
+    bar.dataset.label = labels[i];
+    bar.dataset.value = String(v);
+    svg.appendChild(bar);
+    svg.appendChild(svgEl("text", { x: L + v / top * (W - L - R) + 6, y: y + row / 2 + 4 }, fmt(v)));
+  });
   box.appendChild(svg);
 }
