@@ -24,7 +24,8 @@ def test_paths_outside_the_workspace_are_refused_everywhere(client, workspace, p
     (workspace.parent / "outside.csv").write_text("text,label\nsecret,pos\n")
     for method, url, params in [("GET", "/api/data", {"path": path}), ("GET", "/api/file", {"path": path}),
                                 ("GET", "/api/run", {"path": path}), ("POST", "/api/run/resume", {"path": path}),
-                                ("GET", "/api/run/download", {"path": path})]:
+                                ("GET", "/api/run/download", {"path": path}), ("GET", "/api/search", {"path": path}),
+                                ("POST", "/api/search/stop", {"path": path}), ("POST", "/api/search/more", {"path": path, "n_trials": 1})]:
         r = client.request(method, url, params=params)
         assert r.status_code == 403 and "outside the workspace" in r.json()["error"], (url, r.text)
         assert "secret" not in r.text and "root:" not in r.text
