@@ -41,7 +41,8 @@ def wait_until(check, timeout_s: float, what: str, tab: Tab) -> None:
             return
         tab.page.wait_for_timeout(250)
     tab.shot("timeout")
-    raise AssertionError(f"{what} did not happen within {timeout_s} s; the log reads:\n{tab.page.locator('#log').inner_text()}")
+    log = tab.page.locator("#log, #search-output")
+    raise AssertionError(f"{what} did not happen within {timeout_s} s; the log reads:\n{log.first.inner_text() if log.count() else ''}")
 
 
 def test_data_page_shows_labels_lengths_and_rows(tab, workspace):

@@ -29,6 +29,12 @@ const metricText = (key, v) => v === undefined || v === null ? "" : /steps?$|par
 const errorBox = message => h("div", { class: "error", role: "alert" }, message);
 const duration = s => s === null || s === undefined ? "" : s >= 3600 ? `${Math.floor(s / 3600)} h ${Math.round(s % 3600 / 60)} min` : s >= 60 ? `${Math.floor(s / 60)} min ${s % 60} s` : `${s} s`;
 
+// A check whose answer is shown only if no later check was asked for meanwhile (answers can come back out of order).
+function latestOnly(check) {
+  let asked = 0;
+  return async body => { const mine = ++asked; const result = await check(body); return mine === asked ? result : null; };
+}
+
 function route() {
   clearInterval(timer);
   const [page, query] = (location.hash.slice(2) || "runs").split("?");
@@ -152,12 +158,10 @@ async function newRunPage() {
     messages.replaceChildren(...loose.map(errorBox));
     launch.disabled = problems.length > 0;
   };
-  const check = async body => {
-    try {
-      const result = await api("/api/config/check", { method: "POST", body: JSON.stringify(body) });
-      return result;
-    } catch (err) { messages.replaceChildren(errorBox(err.message)); launch.disabled = true; return null; }
-  };
+  const check = latestOnly(async body => {
+    try { return await api("/api/config/check", { method: "POST", body: JSON.stringify(body) }); }
+    catch (err) { messages.replaceChildren(errorBox(err.message)); launch.disabled = true; return null; }
+  });
   const fromForm = async () => {
     const result = await check({ config: formConfig() });
     if (!result) return;
@@ -428,10 +432,10 @@ async function newSearchPage() {
     kinds = Object.fromEntries(spec.sections.flatMap(s => s.fields).map(f => [f.key, f.kind]));
     keyList.replaceChildren(...Object.keys(kinds).map(k => h("option", { value: k })));
   };
-  const check = async body => {
+  const check = latestOnly(async body => {
     try { return await api("/api/search/check", { method: "POST", body: JSON.stringify(body) }); }
     catch (err) { messages.replaceChildren(errorBox(err.message)); launch.disabled = true; return null; }
-  };
+  });
   const fromForm = async () => {
     const result = await check({ yaml: yamlBox.value, search: formSearch() });
     if (!result) return;
@@ -444,7 +448,7 @@ async function newSearchPage() {
     if (!result) return;
     await useTask(result.config.task || "classification");
     const search = result.config.search || {};
-    if (!Object.keys(search.space || {}).length) { showProblems(result.problems); return; }  // a base config alone: the form keeps its search
+    if (!Object.keys(search.space || {}).length) { await fromForm(); return; }  // a base config alone: checked with the form's search
     for (const f of settingFields) {
       const value = search[f.key.split(".")[1]];
       settings.querySelector(`[name="${f.key}"]`).value = value === undefined || value === null ? (f.kind === "choice" ? String(f.default) : "") : String(value);
