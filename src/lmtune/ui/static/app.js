@@ -165,7 +165,7 @@ async function newRunPage() {
   const fromForm = async () => {
     const result = await check({ config: formConfig() });
     if (!result) return;
-    if (document.activeElement !== yamlBox) yamlBox.value = result.yaml;
+    if (document.activeElement !== yamlBox) yamlBox.value = written = result.yaml;
     showProblems(result.problems);
   };
   const fromYaml = async () => {
@@ -191,8 +191,9 @@ async function newRunPage() {
     }));
     form.querySelectorAll("input, select").forEach(el => el.addEventListener("change", fromForm));
   };
-  let typing = null;
-  yamlBox.addEventListener("input", () => { clearTimeout(typing); typing = setTimeout(fromYaml, 400); });
+  let typing = null, written = null;
+  // a typed YAML is read back into the form, unless a form check has since written it (with the typing in it)
+  yamlBox.addEventListener("input", () => { clearTimeout(typing); typing = setTimeout(() => { if (yamlBox.value !== written) fromYaml(); }, 400); });
   task.addEventListener("change", async () => { await buildForm(); fromForm(); });
   loadFile.addEventListener("change", async () => { if (loadFile.files[0]) { yamlBox.value = await loadFile.files[0].text(); fromYaml(); } });
   save.addEventListener("click", () => {
@@ -439,7 +440,7 @@ async function newSearchPage() {
   const fromForm = async () => {
     const result = await check({ yaml: yamlBox.value, search: formSearch() });
     if (!result) return;
-    if (document.activeElement !== yamlBox) yamlBox.value = result.yaml;
+    if (document.activeElement !== yamlBox) yamlBox.value = written = result.yaml;
     await useTask(result.config.task || "classification");
     showProblems(result.problems);
   };
@@ -466,8 +467,9 @@ async function newSearchPage() {
     h("div", { class: "help" }, f.description), h("div", { class: "problem" }))));
   settings.querySelectorAll("input, select").forEach(el => el.addEventListener("change", fromForm));
   settings.querySelector('[name="search.n_trials"]').value = "8";
-  let typing = null;
-  yamlBox.addEventListener("input", () => { clearTimeout(typing); typing = setTimeout(fromYaml, 400); });
+  let typing = null, written = null;
+  // a typed YAML is read back into the form, unless a form check has since written it (with the typing in it)
+  yamlBox.addEventListener("input", () => { clearTimeout(typing); typing = setTimeout(() => { if (yamlBox.value !== written) fromYaml(); }, 400); });
   from.addEventListener("change", async () => {
     if (!from.value) return;
     try { yamlBox.value = (await api("/api/run?" + q({ path: from.value }))).config_yaml || ""; fromForm(); }
