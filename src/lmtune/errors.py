@@ -44,6 +44,10 @@ class Interrupted(LmtuneError):
         self.exit_code = 128 + signal_number  # the shell's convention: 130 for Ctrl-C, 143 for SIGTERM
 
 
+class Pruned(Exception):
+    """Raised by an `on_evaluate` callback to stop a run as unpromising (the search's pruner); the run is recorded as pruned."""
+
+
 class SearchFailed(LmtuneError):
     """Every trial of a search failed: there is no best config."""
 

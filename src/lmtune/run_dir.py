@@ -2,7 +2,8 @@
 
     OUTPUT_DIR/
       config.yaml               the resolved config (written first: a folder with it is a run)
-      train.log                 what the run logged
+      train.log                 what the run logged (for people: no program reads it)
+      status.json               how the run stands: running / finished / stopped / failed / pruned, step of total steps
       metrics.jsonl             one record per log and evaluation, appended as the run goes
       metrics.json              the final metrics (written last: a folder with it is finished)
       samples.jsonl             generated replies beside their references, per evaluation
@@ -19,14 +20,64 @@ file name of a run folder itself.
 from __future__ import annotations
 
 import json
+import os
+import socket
+import time
 from collections.abc import Iterable
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from lmtune.config import Config, load_config
 from lmtune.errors import DataError, ModelError
 from lmtune.files import csv_text, write_atomically, write_json, write_jsonl, write_text
 from lmtune.models.saving import META_FILE
+
+State = Literal["running", "finished", "stopped", "failed", "pruned"]
+RECENT_S = 60  # a running record from another machine is taken to be live while it moved within this long
+
+
+@dataclass
+class RunStatus:
+    """status.json: where a run stands, written by the training loop and read by the app, the search and the report.
+
+    `started_at` and `start_step` are the time and step of the latest (re)start, for a pace and an ETA;
+    `reason` says why a run that did not finish ended (the signal, the error, the pruner's value).
+    """
+
+    state: State
+    step: int
+    total_steps: int
+    started_at: float
+    start_step: int
+    updated_at: float
+    reason: str | None = None
+    pid: int = 0
+    host: str = ""
+
+    @classmethod
+    def started(cls, step: int, total_steps: int) -> RunStatus:
+        now = time.time()
+        return cls("running", step, total_steps, now, step, now, None, os.getpid(), socket.gethostname())
+
+    def is_live(self) -> bool:
+        """A running record whose process is still there (on this machine), or that moved lately (on another)."""
+        if self.state != "running":
+            return False
+        if self.host == socket.gethostname() and self.pid:
+            try:
+                os.kill(self.pid, 0)
+            except ProcessLookupError:
+                return False
+            except PermissionError:
+                return True
+            return True
+        return time.time() - self.updated_at < RECENT_S
+
+    @property
+    def ended(self) -> str:
+        """The state as a reader should show it: a running record whose process is gone ended without saying why."""
+        return "failed" if self.state == "running" and not self.is_live() else self.state
 
 
 class RunDir:
@@ -46,6 +97,10 @@ class RunDir:
     @property
     def log_file(self) -> Path:
         return self.path / "train.log"
+
+    @property
+    def status_file(self) -> Path:
+        return self.path / "status.json"
 
     @property
     def history_file(self) -> Path:
@@ -144,6 +199,9 @@ class RunDir:
     def write_metrics(self, metrics: dict[str, Any]) -> None:
         write_json(self.metrics_file, metrics)
 
+    def write_status(self, status: RunStatus) -> None:
+        write_json(self.status_file, asdict(status))
+
     # --- reading ----------------------------------------------------------------------------
     def read_config(self) -> Config:
         return load_config(self.config_file)
@@ -151,6 +209,17 @@ class RunDir:
     def read_metrics(self) -> dict[str, Any] | None:
         """metrics.json, or None while the run has not finished."""
         return _json(self.metrics_file)
+
+    def read_status(self) -> RunStatus | None:
+        """status.json, or None for a folder from before it was written (or a run that never started training)."""
+        data = _json(self.status_file)
+        if data is None:
+            return None
+        known = {f.name for f in fields(RunStatus)}
+        try:
+            return RunStatus(**{k: v for k, v in data.items() if k in known})
+        except TypeError as err:
+            raise DataError(f"{self.status_file} is not a run status record ({err})") from None
 
     def read_history(self) -> list[dict[str, Any]]:
         return _jsonl(self.history_file)
@@ -183,7 +252,10 @@ class SearchDir:
         return self.path / "study.db"
 
     def trial(self, number: int) -> RunDir:
-        return RunDir(self.path / "trials" / f"trial-{number:04d}")
+        return RunDir(self.trial_folder(f"trial-{number:04d}"))
+
+    def trial_folder(self, name: str) -> Path:
+        return self.path / "trials" / name
 
     @property
     def trials_file(self) -> Path:
@@ -201,6 +273,15 @@ class SearchDir:
     @property
     def plots(self) -> Path:
         return self.path / "plots"
+
+
+def search_of(run: RunDir) -> SearchDir | None:
+    """The search a run folder belongs to (a trial, or the retrained best), or None for a run of its own."""
+    for folder in (run.path.parent.parent, run.path.parent):
+        search = SearchDir(folder)
+        if search.study_db.is_file() and (run.path in (search.trial_folder(run.path.name), search.best_run.path)):
+            return search
+    return None
 
 
 def find_model_dir(path: str | Path) -> Path | None:

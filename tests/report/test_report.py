@@ -16,6 +16,7 @@ from conftest import make_config
 from lmtune.cli import main
 from lmtune.errors import ConfigError
 from lmtune.report import write_report
+from lmtune.run_dir import RunDir
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -81,10 +82,18 @@ def test_an_unfinished_run_is_reported_as_such(binary_run, tmp_path):
     (run / "metrics.json").unlink()
     lines = (run / "metrics.jsonl").read_text().splitlines()
     (run / "metrics.jsonl").write_text("\n".join(lines[:5]) + '\n{"type": "train", "st')  # a record cut short by a crash
+    record = RunDir(run).read_status()
+    record.state, record.step, record.reason = "stopped", 10, "stopped by SIGTERM at step 10 of 30; a checkpoint ..."
+    RunDir(run).write_status(record)
     report = write_report(run).read_text()
-    last = json.loads(lines[4])["step"]
-    assert f"**not finished**: the last record is from step {last}" in report
+    assert "**stopped** at step 10 of 30 (stopped by SIGTERM at step 10 of 30; a checkpoint ...)" in report
     assert "times are not known" in report and "plots/loss.png" in report
+    record.state, record.reason, record.pid = "running", None, 2**22 + 1  # a crash: the record still says running, its process is gone
+    RunDir(run).write_status(record)
+    assert "**failed** at step 10 of 30 (its process ended without saying why)" in write_report(run).read_text()
+    RunDir(run).status_file.unlink()  # a folder from before status.json
+    last = json.loads(lines[4])["step"]
+    assert f"**not finished**: the last record is from step {last}" in write_report(run).read_text()
 
 
 def test_report_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):

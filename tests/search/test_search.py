@@ -17,6 +17,7 @@ import lmtune
 from conftest import make_config
 from lmtune.cli import main
 from lmtune.config import load_config
+from lmtune.run_dir import RunDir
 
 LR = {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}
 
@@ -78,6 +79,11 @@ def test_unpromising_trials_are_pruned_from_their_evaluations(tiny_models, toy_d
     assert pruned and complete and len(pruned) + len(complete) == 6
     assert summary.best_params["train.learning_rate"] == 3e-3
     assert all(r["train.learning_rate"] == "1e-08" for r in pruned)  # only the rate that learns nothing was cut short
+    for r in rows:  # each trial's folder says how it ended, for the app and the report
+        record = RunDir(r["run_dir"]).read_status()
+        assert record.state == ("pruned" if r["state"] == "pruned" else "finished")
+        if r["state"] == "pruned":
+            assert record.reason.startswith("pruned: ") and record.step < record.total_steps
 
 
 def test_a_failing_trial_is_recorded_and_the_search_goes_on(tiny_models, toy_data, tmp_path):

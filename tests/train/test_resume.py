@@ -26,6 +26,7 @@ from safetensors.torch import load_file
 import lmtune
 from conftest import PicklePayload, make_config
 from lmtune.errors import CheckpointError, ConfigError, TrainingError
+from lmtune.run_dir import RunDir
 from lmtune.train import checkpoint as ckpt
 
 loop = importlib.import_module("lmtune.train.loop")
@@ -124,6 +125,8 @@ def test_sigkill_mid_run_then_resume_equals_the_uninterrupted_run(reference, tin
     proc.kill()
     proc.communicate()
     assert proc.returncode == -signal.SIGKILL and not (out / "metrics.json").exists()
+    killed = RunDir(out).read_status()
+    assert killed.state == "running" and killed.ended == "failed"  # its process is gone: it said nothing, but it ended
     lmtune.train({**cfg, "resume": "auto"}, progress=False)
     assert_same_run(reference[(1, 0)], out)
 
@@ -140,10 +143,15 @@ def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(reference, tiny_model
     assert "stopped by SIGTERM" in stderr and "--resume" in stderr
     stopped = ckpt.latest_valid(out / "checkpoints")
     assert stopped is not None and not (out / "metrics.json").exists()
+    record, total = RunDir(out).read_status(), json.loads((reference[(1, 0)] / "metrics.json").read_text())["steps"]
+    assert (record.state, record.step, record.total_steps) == ("stopped", int(stopped.name.removeprefix("step-")), total)
+    assert record.reason.startswith("stopped by SIGTERM") and not record.is_live()
     resumed = subprocess.run([sys.executable, "-m", "lmtune.cli", "train", str(cfg_path), "--quiet", "--resume"],
                              capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert f"resumed from {stopped}" in (out / "train.log").read_text()
+    done = RunDir(out).read_status()
+    assert (done.state, done.step, done.start_step, done.reason) == ("finished", total, record.step, None)
     assert_same_run(reference[(1, 0)], out)
 
 
@@ -428,6 +436,8 @@ def test_an_unexpected_error_mid_step_leaves_a_checkpoint_to_resume(reference, t
     with pytest.raises(RuntimeError, match="a bug in a custom loss"):
         lmtune.train(cfg, progress=False)
     assert ckpt.latest_valid(tmp_path / "run" / "checkpoints").name == "step-5"
+    failed = RunDir(tmp_path / "run").read_status()
+    assert (failed.state, failed.reason) == ("failed", "failed: RuntimeError: a bug in a custom loss")
     monkeypatch.setattr(classification_task, "build_loss", build)
     lmtune.train({**cfg, "resume": "auto"}, progress=False)
     assert_same_run(reference[(1, 0)], tmp_path / "run")

@@ -130,3 +130,20 @@ def _wait_for_link(server: UiServer) -> str:
     while time.monotonic() < deadline and "open http" not in server.output():
         time.sleep(0.1)
     return server.output()
+
+
+def test_the_report_is_rendered_with_user_html_escaped_and_plots_inside_the_run_only(tmp_path):
+    from lmtune.run_dir import RunDir
+    from lmtune.ui.report_html import report_html
+    from lmtune.ui.workspace import Workspace
+
+    run = RunDir(tmp_path / "runs" / "r")
+    run.plots.mkdir(parents=True)
+    (run.plots / "loss.png").write_bytes(b"\x89PNG")
+    (tmp_path / "secret.png").write_bytes(b"\x89PNG")
+    run.report_file.write_text("# Report\n\nA reply: <script>alert(1)</script>\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n"
+                               "![Loss](plots/loss.png)\n\n![Out](../../secret.png)\n")
+    html = report_html(Workspace(tmp_path), run)
+    assert "<h1>Report</h1>" in html and "<table>" in html and "<script>" not in html and "&lt;script&gt;" in html
+    assert 'src="/api/file?path=runs%2Fr%2Fplots%2Floss.png"' in html and "secret" not in html
+    assert report_html(Workspace(tmp_path), RunDir(tmp_path / "runs" / "none")) is None

@@ -110,6 +110,7 @@ def test_launch_watch_stop_resume_a_run(tab, workspace):
 
     tab.page.click("#stop")
     wait_until(lambda: status.inner_text() == "stopped", 60, "the run stopping", tab)
+    assert tab.page.locator("#run-reason").inner_text().startswith("stopped by SIGTERM at step ")
     checkpoints = sorted((workspace / "runs" / "live" / "checkpoints").glob("step-*"))
     assert checkpoints, "Stop left no checkpoint"
     stopped_at = int(checkpoints[-1].name.split("-")[1])
@@ -136,8 +137,10 @@ def test_a_finished_run_from_the_cli_shows_in_the_list_with_its_report(tab, work
     tab.shot("runs")
     row.locator("a").click()
     tab.page.locator("#report-text").wait_for()
-    assert "# Run report" in tab.page.locator("#report-text").inner_text()
-    images = tab.page.locator("#report img.plot")
+    report = tab.page.locator("#report-text")  # report.md rendered: headings, tables and its plots in place
+    assert report.locator("h1").inner_text() == "Run report: from-cli" and "# Run" not in report.inner_text()
+    assert report.locator("h2", has_text="Metrics").count() == 1 and report.locator("table").count() >= 1
+    images = report.locator("img.plot")
     assert images.count() >= 2
     wait_until(lambda: all(i.evaluate("el => el.complete && el.naturalWidth > 0") for i in images.all()), 20, "the plots loading", tab)
     assert points(tab, "loss-chart") >= 2 and tab.page.locator("#download").is_visible()
@@ -250,3 +253,13 @@ def test_a_search_made_in_the_form_shows_its_trials_the_best_so_far_and_importan
     tab.page.locator("#run-status", has_text="finished").wait_for()
     tab.open("searches")
     tab.page.locator('tr[data-search="searches/from-form"] .status', has_text="finished").wait_for()
+    tab.open("runs")  # the trials are listed under their search, folded, not as runs of their own
+    group = tab.page.locator('#runs tr.search-group[data-search="searches/from-form"]')
+    group.wait_for()
+    assert "3 runs" in group.inner_text() and "3 finished" in group.inner_text()
+    assert tab.page.locator('#runs tr[data-run^="searches/from-form/"]').count() == 0
+    group.locator("button.fold").click()
+    trial_rows = tab.page.locator('#runs tr.trial[data-run^="searches/from-form/trials/"]')
+    wait_until(lambda: trial_rows.count() == 3, 10, "the unfolded trials", tab)
+    assert trial_rows.first.locator("a").inner_text().startswith("trials/trial-")
+    tab.shot("runs-search-group")

@@ -71,7 +71,8 @@ def test_a_search_is_launched_stopped_and_given_more_trials(client, workspace):
     listed = {s["path"]: s for s in client.get("/api/searches").json()}
     assert listed[path]["status"] == "stopped"
     runs = {r["path"]: r for r in client.get("/api/runs").json()}
-    assert path not in runs and runs[f"{path}/trials/trial-0000"]["status"] == "stopped"  # a trial is a run; the search is not
+    assert path not in runs and runs[f"{path}/trials/trial-0000"]["status"] == "stopped"
+    assert runs[f"{path}/trials/trial-0000"]["search"] == path  # a trial is a run; the search is not
 
     assert stopped["best_yaml"] is None and stopped["best_value"] is None  # nothing completed: no best config yet
     assert client.post("/api/search/more", params={"path": path, "n_trials": 2}).status_code == 200

@@ -18,7 +18,7 @@ from lmtune.eval.metrics import scalar_metrics
 from lmtune.figures.curves import loss_plot, metric_plots
 from lmtune.figures.markdown import cell, image, number, table
 from lmtune.files import write_text
-from lmtune.run_dir import RunDir
+from lmtune.run_dir import RunDir, RunStatus
 from lmtune.tasks import TASKS
 
 MAX_SAMPLES = 5  # generated replies shown in the report
@@ -32,6 +32,7 @@ class RunFiles:
     cfg: Config
     history: list[dict[str, Any]]  # metrics.jsonl
     result: dict[str, Any] | None  # metrics.json: present once the run finished
+    status: RunStatus | None  # status.json: how the run stands or ended
     meta: dict[str, Any] | None  # lmtune.json of the saved model
     predictions: list[dict[str, str]]  # validation_predictions.csv
     samples: list[dict[str, Any]]  # samples.jsonl
@@ -53,7 +54,7 @@ def read_run(folder: Path) -> RunFiles:
     run = RunDir(folder)
     if not run.config_file.is_file():
         raise ConfigError(f"{folder} is not an lmtune run folder: it has no {run.config_file.name}")
-    return RunFiles(run, run.read_config(), run.read_history(), run.read_metrics(), run.model_meta(),
+    return RunFiles(run, run.read_config(), run.read_history(), run.read_metrics(), run.read_status(), run.model_meta(),
                     run.read_predictions("validation"), run.read_samples())
 
 
@@ -98,6 +99,15 @@ def _header(run: RunFiles) -> str:
         state = f"finished after {r['steps']} steps"
         if best is not None:
             state += f"; best {r['best_metric']} {number(best)} at step {r['best_step']}"
+    elif run.status is not None:
+        st = run.status
+        state = {"running": f"**still running**: step {st.step} of {st.total_steps}",
+                 "stopped": f"**stopped** at step {st.step} of {st.total_steps}",
+                 "pruned": f"**pruned by the search** at step {st.step} of {st.total_steps}",
+                 "finished": f"**finished** at step {st.step} without metrics.json",
+                 "failed": f"**failed** at step {st.step} of {st.total_steps}"}[st.ended]
+        if st.ended != "running":
+            state += f" ({st.reason or 'its process ended without saying why'})"
     elif run.history:
         state = f"**not finished**: the last record is from step {run.history[-1].get('step', 0)}"
     else:

@@ -24,7 +24,7 @@ from typing import Any, Literal
 import yaml
 
 from lmtune.config import LOWER_IS_BETTER, Config, build_config, load_config, merge_dicts, nest_keys
-from lmtune.errors import ConfigError, Interrupted, LmtuneError, SearchFailed, TrainingError
+from lmtune.errors import ConfigError, Interrupted, LmtuneError, Pruned, SearchFailed, TrainingError
 from lmtune.files import csv_text, write_text
 from lmtune.paths import check_creatable
 from lmtune.progress import bar
@@ -288,7 +288,7 @@ def _train_trial(trial: Any, base: Config, metric: str, failures: dict[str, int]
         if isinstance(value, (int, float)):
             trial.report(float(value), step)
             if trial.should_prune():
-                raise optuna.TrialPruned(f"{metric}={value:.4g} at step {step}")
+                raise Pruned(f"{metric}={value:.4g} at step {step}")
 
     try:
         result = train(cfg, progress=False, on_evaluate=report)
@@ -300,6 +300,8 @@ def _train_trial(trial: Any, base: Config, metric: str, failures: dict[str, int]
             raise TrainingError(f"{metric}={value} in the run's metrics.json is not a number to compare")
     except Interrupted:
         raise
+    except Pruned as err:  # the run folder's status.json says pruned; Optuna records the trial so
+        raise optuna.TrialPruned(str(err)) from None
     except (LmtuneError, RuntimeError, ValueError) as err:  # the trial fails; the search goes on
         reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
         trial.set_user_attr("error", reason)

@@ -21,13 +21,13 @@ from typing import Any
 import torch
 
 from lmtune.config import Config, build_config, load_config
-from lmtune.errors import Interrupted, TrainingError
+from lmtune.errors import Interrupted, Pruned, TrainingError
 from lmtune.models.methods import METHODS
 from lmtune.models.saving import save_model
 from lmtune.paths import check_creatable
 from lmtune.progress import bar, quiet
 from lmtune.report import write_report
-from lmtune.run_dir import RunDir
+from lmtune.run_dir import RunDir, RunStatus, State
 from lmtune.tasks.base import Batch
 from lmtune.train.checkpoint import clean_leftovers, rotate
 from lmtune.train.optim import warmup_steps
@@ -50,7 +50,7 @@ def train(config: Config | dict[str, Any] | str | Path, *, progress: bool = True
     """Fine-tune a model as the config says; returns the final metrics and where the run was written.
 
     `on_evaluate(step, metrics)` is called after every evaluation during training (the search
-    uses it to stop unpromising trials: an exception it raises ends the run).
+    uses it to stop unpromising trials: an exception it raises ends the run, `Pruned` as pruned).
     """
     # Messages from before the run folder exists (data checks, truncation counts) are held back
     # and written to train.log once it does.
@@ -115,6 +115,7 @@ class Run:
         self.trackers: Trackers | None = None
         self.stepper = Stepper(setup.model, setup.optimizer, setup.scheduler, setup.task, setup.accelerator, self.cfg.train, self.state)
         self._predictions: Callable[[], list[dict[str, Any]]] | None = None  # of the latest evaluation
+        self.status: RunStatus | None = None  # status.json, once the run folder exists (main process)
 
     @property
     def done(self) -> bool:
@@ -146,6 +147,17 @@ class Run:
                      "; accepted changes: " + "; ".join(accepted) if accepted else "")
         if tc.keep_last_checkpoints == 0:
             log.warning("train.keep_last_checkpoints=0: no checkpoints are written, so this run cannot be resumed")
+
+    def record_status(self, state: State = "running", reason: str | None = None, at_least_s: float = 0.0) -> None:
+        """Write status.json with the step reached; while running, at most once per `at_least_s` seconds."""
+        if self.status is None:
+            return
+        now = time.time()
+        if state == "running" and now - self.status.updated_at < at_least_s:
+            return
+        self.status.state, self.status.reason = state, reason
+        self.status.step, self.status.updated_at = self.state.step, now
+        self.folder.write_status(self.status)
 
     # --- what one step, one evaluation and one checkpoint do -------------------------------
     def step(self, group: list[Batch]) -> None:
@@ -211,6 +223,7 @@ class Run:
         if state.step % tc.log_every_n_steps == 0 or state.step == s.total_steps:
             self._log_train(self.stepper.log_record(epoch), steps_bar)
         finished = state.step >= s.total_steps
+        self.record_status(at_least_s=1.0)
         new_best = False
         due = (self.cfg.eval.every_n_steps and state.step % self.cfg.eval.every_n_steps == 0) or end_of_epoch or finished
         if due and s.val_loader is not None:
@@ -263,6 +276,9 @@ def recording(run: Run, plan: Plan, early: logging.handlers.BufferingHandler) ->
             folder.keep_samples_until(run.state.step)
         clean_leftovers(folder.checkpoints)
     s.accelerator.wait_for_everyone()
+    if s.main:
+        run.status = RunStatus.started(run.state.step, s.total_steps)
+        folder.write_status(run.status)
     file_log: logging.Handler = logging.FileHandler(folder.log_file, encoding="utf-8") if s.main else logging.NullHandler()
     file_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.removeHandler(early)
@@ -280,12 +296,13 @@ def recording(run: Run, plan: Plan, early: logging.handlers.BufferingHandler) ->
         run.trackers = Trackers(run.cfg, folder, run.state.step if run.resumed else None) if s.main else None
         run.run_log = RunLog(folder if s.main else None, run.history, run.trackers)
         yield
+        run.record_status("finished")
     except BaseException as err:
         outcome = "KILLED" if isinstance(err, (Interrupted, KeyboardInterrupt)) else "FAILED"
+        state, reason = _ending(err)
+        run.record_status(state, reason)
         # train.log ends with how the run ended (the console has it from the CLI's message)
-        ending = (str(err) if isinstance(err, Interrupted) else "stopped at once by a second signal, without a checkpoint"
-                  if isinstance(err, KeyboardInterrupt) else f"failed: {type(err).__name__}: {err}")
-        file_log.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, ending, (), None))
+        file_log.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, reason, (), None))
         raise
     finally:
         if run.trackers is not None:
@@ -293,6 +310,17 @@ def recording(run: Run, plan: Plan, early: logging.handlers.BufferingHandler) ->
         log.removeHandler(file_log)
         log.removeFilter(only_warnings)
         file_log.close()
+
+
+def _ending(err: BaseException) -> tuple[State, str]:
+    """How a run that raised `err` ended, and why, in the words train.log and status.json give."""
+    if isinstance(err, Interrupted):
+        return "stopped", str(err)
+    if isinstance(err, KeyboardInterrupt):
+        return "stopped", "stopped at once by a second signal, without a checkpoint"
+    if isinstance(err, Pruned):
+        return "pruned", f"pruned: {err}"
+    return "failed", f"failed: {type(err).__name__}: {err}"
 
 
 def fit(run: Run, on_evaluate: OnEvaluate | None = None) -> None:

@@ -1,65 +1,41 @@
 """What the app shows of a run, read from its folder alone, so runs started from the CLI appear too.
 
-Status: running (a live job, or train.log written in the last minute and not ended), finished (metrics.json),
-stopped (train.log ends saying a signal stopped it), pruned (a search trial its pruner stopped), failed (anything else). Progress and the ETA come from
-the step records in metrics.jsonl and the times in train.log.
+The status, the step reached, the total steps and the pace for an ETA come from the run's status.json
+(`RunStatus`): running (a live job, or a running record whose process is alive), finished, stopped
+(by a signal), pruned (a search trial its pruner stopped) or failed (with the reason, or a running
+record whose process is gone). A folder from before status.json is finished with metrics.json, else failed.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from lmtune.errors import LmtuneError
-from lmtune.run_dir import RunDir
+from lmtune.run_dir import RunDir, RunStatus, search_of
 from lmtune.schema import Config
 from lmtune.ui.jobs import Job, Jobs
+from lmtune.ui.report_html import report_html
 from lmtune.ui.workspace import Workspace
 
-RECENT_S = 60  # a CLI run whose log moved within this long is taken to be running
-TOTAL_STEPS = re.compile(r"^(\S+ \S+) INFO .*examples; (\d+) steps$")
-RESUMED = re.compile(r"^(\S+ \S+) INFO resumed from .* \(step (\d+),")
-LOG_TIME = "%Y-%m-%d %H:%M:%S,%f"
 
-
-def status(run: RunDir, job: Job | None, log_lines: list[str]) -> str:
+def status(run: RunDir, job: Job | None, record: RunStatus | None) -> str:
     if job is not None and job.alive():
         return "running"  # also after metrics.json: the run is still writing its report
-    if run.is_finished():
-        return "finished"
-    ending = " ".join(log_lines[-3:])  # train.log ends saying how a run ended, when it did
-    if " ERROR stopped by SIG" in ending or " ERROR stopped at once" in ending:
-        return "stopped"
-    if " ERROR failed: TrialPruned" in ending:
-        return "pruned"  # a search trial its pruner stopped
-    if " ERROR failed: " not in ending and job is None and run.log_file.is_file() and time.time() - run.log_file.stat().st_mtime < RECENT_S:
-        return "running"
-    return "failed"
+    if record is not None:
+        return record.ended
+    return "finished" if run.is_finished() else "failed"
 
 
-def _progress(history: list[dict[str, Any]], log_lines: list[str], running: bool) -> dict[str, Any]:
+def _progress(history: list[dict[str, Any]], record: RunStatus | None, running: bool) -> dict[str, Any]:
     """Step, total steps and, while running, seconds left at the pace since the latest (re)start."""
-    step = max((r["step"] for r in history if "step" in r), default=0)
-    total, started, start_step = None, None, 0
-    for line in log_lines:
-        if m := TOTAL_STEPS.match(line):
-            total, started, start_step = int(m.group(2)), _when(m.group(1)), 0
-        elif m := RESUMED.match(line):
-            started, start_step = _when(m.group(1)), int(m.group(2))
+    step = max([r["step"] for r in history if "step" in r] + ([record.step] if record else []), default=0)
+    total = record.total_steps if record else None
     eta = None
-    if running and total and started and step > start_step:
-        eta = round((time.time() - started) / (step - start_step) * (total - step))
+    if running and record and step > record.start_step:
+        eta = round((time.time() - record.started_at) / (step - record.start_step) * (record.total_steps - step))
     return {"step": step, "total_steps": total, "fraction": min(step / total, 1.0) if total else None, "eta_s": eta}
-
-
-def _when(stamp: str) -> float | None:
-    try:
-        return datetime.strptime(stamp, LOG_TIME).timestamp()
-    except ValueError:
-        return None
 
 
 @dataclass
@@ -68,22 +44,28 @@ class RunFiles:
 
     run: RunDir
     config: Config
-    log_lines: list[str]
+    record: RunStatus | None
     history: list[dict[str, Any]]
 
     @classmethod
     def read(cls, run: RunDir) -> RunFiles:
-        log = run.log_file.read_text(encoding="utf-8", errors="replace").splitlines() if run.log_file.is_file() else []
-        return cls(run, run.read_config(), log, run.read_history())
+        return cls(run, run.read_config(), run.read_status(), run.read_history())
+
+    def log_lines(self) -> list[str]:
+        """train.log, shown as it is (nothing is worked out from it)."""
+        log = self.run.log_file
+        return log.read_text(encoding="utf-8", errors="replace").splitlines() if log.is_file() else []
 
 
 def summary(ws: Workspace, files: RunFiles, job: Job | None) -> dict[str, Any]:
     run, history = files.run, files.history
-    state = status(run, job, files.log_lines)
+    state = status(run, job, files.record)
     metrics = run.read_metrics() or {}
     last_eval: dict[str, Any] = next((r for r in reversed(history) if r.get("type") == "eval"), {})
+    search = search_of(run)
     return {
         "path": ws.relative(run.path),
+        "search": ws.relative(search.path) if search else None,  # the Runs page lists a search's trials under it
         "status": state,
         "task": files.config.task,
         "model": files.config.model.name_or_path,
@@ -91,10 +73,18 @@ def summary(ws: Workspace, files: RunFiles, job: Job | None) -> dict[str, Any]:
         "started_here": job is not None,
         "model_folder": next((ws.relative(p) for p in (run.best, run.final) if p.is_dir()), None),
         "resumable": state in ("stopped", "failed") and any(run.checkpoints.glob("step-*")),
-        "modified": run.log_file.stat().st_mtime if run.log_file.is_file() else run.config_file.stat().st_mtime,
+        "modified": _modified(run),
+        "reason": files.record.reason if files.record and state != "running" else None,
         "metrics": {k: v for k, v in (metrics or last_eval).items() if isinstance(v, int | float) and k not in ("step", "epoch")},
-        **_progress(history, files.log_lines, state == "running"),
+        **_progress(history, files.record, state == "running"),
     }
+
+
+def _modified(run: RunDir) -> float:
+    for path in (run.status_file, run.log_file, run.config_file):
+        if path.is_file():
+            return path.stat().st_mtime
+    return 0.0
 
 
 def listing(ws: Workspace, jobs: Jobs) -> list[dict[str, Any]]:
@@ -119,11 +109,10 @@ def detail(ws: Workspace, jobs: Jobs, run: RunDir, log_lines: int = 60) -> dict[
     return {
         **info,
         "history": files.history,
-        "log_tail": files.log_lines[-log_lines:],
+        "log_tail": files.log_lines()[-log_lines:],
         "job_output": output[-log_lines:] if info["status"] == "failed" else [],
         "config_yaml": run.config_file.read_text(encoding="utf-8"),
-        "report": run.report_file.read_text(encoding="utf-8") if run.report_file.is_file() else None,
-        "plots": sorted(ws.relative(p) for p in run.plots.glob("*.png")) if run.plots.is_dir() else [],
+        "report": report_html(ws, run),
     }
 
 

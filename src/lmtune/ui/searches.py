@@ -1,6 +1,6 @@
 """What the app shows of a search, read from its folder (the Optuna study in study.db), so searches started from the CLI appear too.
 
-Status: running (a live job, or a running trial whose train.log moved in the last minute),
+Status: running (a live job, or a running trial whose status.json says running and its process lives),
 stopped (the last trial was cut short by a signal), failed (no trial completed and none runs),
 finished (otherwise). A trial's value is its metric; a pruned or running trial also shows the
 last value it reported, at its step.
@@ -18,7 +18,6 @@ from lmtune.run_dir import RunDir, SearchDir
 from lmtune.search.importance import param_importances
 from lmtune.search.space import space_problems
 from lmtune.ui.jobs import Job, Jobs
-from lmtune.ui.runs import RECENT_S
 from lmtune.ui.workspace import UiError, Workspace
 
 DEFAULT_STUDY = "lmtune"
@@ -125,8 +124,8 @@ class Searches:
         if job is not None and job.alive():
             return "running"
         for t in trials:
-            log = RunDir(self.ws.root / t["run"]).log_file if t["state"] == "running" and t["run"] else None
-            if job is None and log is not None and log.is_file() and time.time() - log.stat().st_mtime < RECENT_S:
+            record = RunDir(self.ws.root / t["run"]).read_status() if job is None and t["state"] == "running" and t["run"] else None
+            if record is not None and record.is_live():
                 return "running"  # a search started elsewhere
         if trials and str(trials[-1]["error"] or "").startswith("stopped by SIG"):
             return "stopped"

@@ -228,19 +228,37 @@ function progressCell(r) {
 
 async function runsPage() {
   const table = h("table", { id: "runs" });
+  const unfolded = new Set();  // the searches whose trials are shown
   const out = h("div", {});
   const refresh = async () => {
     try {
       const rows = await api("/api/runs");
       const metricKeys = [...new Set(rows.flatMap(r => Object.keys(r.metrics || {})))].filter(k => !/parameters|seconds|per_s/.test(k)).slice(0, 4);
       const chosen = new Set([...table.querySelectorAll("input.pick:checked")].map(c => c.value));
-      table.replaceChildren(h("tr", {}, ["", "run", "status", "task", "model", "method", "progress", ...metricKeys].map(c => h("th", {}, c))),
-        ...rows.map(r => h("tr", { "data-run": r.path },
-          h("td", {}, h("input", { type: "checkbox", class: "pick", value: r.path, checked: chosen.has(r.path), "aria-label": `compare ${r.path}` })),
-          h("td", {}, h("a", { href: "#/run?" + q({ path: r.path }) }, r.path)),
-          h("td", {}, h("span", { class: `status ${r.status}` }, r.status)),
-          h("td", {}, r.task || ""), h("td", {}, r.model ? String(r.model).split("/").slice(-2).join("/") : ""), h("td", {}, r.method || ""),
-          progressCell(r), metricKeys.map(k => h("td", { class: "num" }, metricText(k, r.metrics[k]))))));
+      const runRow = (r, trial) => h("tr", { "data-run": r.path, class: trial ? "trial" : "" },
+        h("td", {}, h("input", { type: "checkbox", class: "pick", value: r.path, checked: chosen.has(r.path), "aria-label": `compare ${r.path}` })),
+        h("td", {}, h("a", { href: "#/run?" + q({ path: r.path }) }, trial ? r.path.slice(r.search.length + 1) : r.path)),
+        h("td", {}, h("span", { class: `status ${r.status}` }, r.status)),
+        h("td", {}, r.task || ""), h("td", {}, r.model ? String(r.model).split("/").slice(-2).join("/") : ""), h("td", {}, r.method || ""),
+        progressCell(r), metricKeys.map(k => h("td", { class: "num" }, metricText(k, r.metrics[k]))));
+      // a search's trials sit under one row for the search, folded until opened; it stands where its newest trial would
+      const bySearch = new Map();
+      rows.filter(r => r.search).forEach(r => bySearch.set(r.search, [...(bySearch.get(r.search) || []), r]));
+      const listed = [], placed = new Set();
+      for (const r of rows) {
+        if (!r.search) { listed.push(runRow(r, false)); continue; }
+        if (placed.has(r.search)) continue;
+        placed.add(r.search);
+        const trials = bySearch.get(r.search), open = unfolded.has(r.search);
+        const states = [...new Set(trials.map(t => t.status))].map(st => `${trials.filter(t => t.status === st).length} ${st}`).join(", ");
+        listed.push(h("tr", { class: "search-group", "data-search": r.search },
+          h("td", {}, h("button", { class: "plain fold", "aria-expanded": String(open), "aria-label": `${open ? "fold" : "unfold"} ${r.search}`,
+            onclick: () => { open ? unfolded.delete(r.search) : unfolded.add(r.search); refresh(); } }, open ? "▾" : "▸")),
+          h("td", {}, h("a", { href: "#/search?" + q({ path: r.search }) }, r.search), h("span", { class: "muted" }, ` · search, ${trials.length} runs`)),
+          h("td", { colspan: 5 + metricKeys.length, class: "muted" }, states)));
+        if (open) listed.push(...trials.map(t => runRow(t, true)));
+      }
+      table.replaceChildren(h("tr", {}, ["", "run", "status", "task", "model", "method", "progress", ...metricKeys].map(c => h("th", {}, c))), ...listed);
       out.replaceChildren(rows.length ? table : h("p", { class: "muted" }, "No runs in this workspace yet: start one on New run, or with lmtune train."));
     } catch (err) { out.replaceChildren(errorBox(err.message)); }
   };
@@ -275,9 +293,10 @@ async function runPage(params) {
     try { r = await api("/api/run?" + q({ path })); } catch (err) { messages.replaceChildren(errorBox(err.message)); return; }
     const running = r.status === "running" || r.status === "starting";
     head.replaceChildren(h("div", { class: "row" },
-      h("span", { class: `status ${r.status}`, id: "run-status" }, r.status),
+      h("span", { class: `status ${r.status}`, id: "run-status", title: r.reason || "" }, r.status),
       h("span", {}, [r.task, r.method, r.model].filter(Boolean).join(" · ")),
       h("table", { style: "width:auto" }, h("tr", {}, progressCell(r))),
+      r.reason ? h("span", { class: "muted", id: "run-reason" }, r.reason) : null,
       h("button", { id: "stop", class: "plain", disabled: !(running && r.started_here), onclick: () => act("stop") }, "Stop"),
       h("button", { id: "resume", class: "plain", disabled: !r.resumable, onclick: () => act("resume") }, "Resume"),
       r.model_folder ? h("a", { id: "try-link", href: "#/try?" + q({ path }) }, "try it") : null,
@@ -294,8 +313,9 @@ async function runPage(params) {
     config.textContent = r.config_yaml || "";
     if (r.report && r.report !== shownReport) {
       shownReport = r.report;
-      report.replaceChildren(h("div", { class: "card" }, h("h2", {}, "Report"), h("div", {}, r.plots.map(p => h("img", { class: "plot", src: "/api/file?" + q({ path: p }), alt: p.split("/").pop() }))),
-        h("pre", { class: "report", id: "report-text" }, r.report)));
+      const rendered = h("div", { class: "report-html", id: "report-text" });
+      rendered.innerHTML = r.report;  // rendered by the server from report.md, its raw HTML escaped
+      report.replaceChildren(h("div", { class: "card" }, h("h2", {}, "Report"), rendered));
     }
     // a run started elsewhere is finished at metrics.json, a moment before its report: look again a few times
     const awaitingReport = r.status === "finished" && !r.report && ++reportChecks <= 10;
