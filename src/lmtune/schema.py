@@ -49,6 +49,10 @@ class DataConfig(Section):
     max_train_examples: int | None = Field(None, gt=0, description="Use only the first N training rows.")
     max_eval_examples: int | None = Field(None, gt=0, description="Use only the first N validation/test rows.")
     header: bool = Field(True, description="CSV/TSV/TXT: false when the first line is data; columns are then named 0, 1, 2, ...")
+    on_empty: Literal["error", "drop"] = Field(
+        "error", description="A training, validation or test row with an empty or null text, label, instruction, output, "
+        "source or target: error (stop, naming the first) or drop (leave it out; the log says how many went, per file)."
+    )
 
 
 class MethodConfig(Section):

@@ -132,6 +132,24 @@ def test_bad_conversation_rows_name_the_line(tmp_path, row, message):
     assert message in str(err.value)
 
 
+def test_on_empty_drop_leaves_out_alpaca_rows_and_empty_documents(tmp_path, caplog):
+    rows = [{"instruction": "a", "output": "b"}, {"instruction": " ", "output": "b"}, {"instruction": "c", "output": None},
+            {"instruction": "d", "input": "", "output": "e"}]
+    path = write_jsonl(tmp_path / "sft.jsonl", rows)
+    with pytest.raises(DataError, match="line 2: 'instruction' is empty; fill it, or set data.on_empty: drop"):
+        load_conversations(str(path), "alpaca")
+    with caplog.at_level("WARNING", logger="lmtune"):
+        conv = load_conversations(str(path), "alpaca", on_empty="drop")
+    assert [m[-1]["content"] for m in conv.messages] == ["b", "e"]  # an empty optional input is kept
+    assert "sft.jsonl: dropped 2 of 4 rows" in caplog.text
+    with pytest.raises(DataError, match="holds no row with both an instruction and an output"):
+        load_conversations(write_jsonl(tmp_path / "none.jsonl", rows[1:3]), "alpaca", on_empty="drop")
+    docs = write_jsonl(tmp_path / "docs.jsonl", [{"text": "one"}, {"text": None}, {"text": "two"}])
+    with pytest.raises(DataError, match="1 rows have no text in 'text'"):
+        load_documents(str(docs))
+    assert load_documents(str(docs), on_empty="drop") == ["one", "two"]
+
+
 def test_alpaca_without_its_columns_lists_what_exists(tmp_path):
     path = write_jsonl(tmp_path / "x.jsonl", [{"prompt": "a", "answer": "b"}])
     with pytest.raises(DataError, match="no column 'instruction'.*'prompt', 'answer'"):

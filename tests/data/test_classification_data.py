@@ -275,6 +275,31 @@ def test_empty_null_and_whitespace_texts(tmp_path):
     assert "first at line 2, line 4, line 5, line 6" in msg
 
 
+def test_on_empty_drop_leaves_out_rows_with_an_empty_text_or_label_and_logs_it(tmp_path, caplog):
+    records = [
+        {"text": "fine", "label": "a"},
+        {"text": "", "label": "a"},
+        {"text": "ok", "label": "b"},
+        {"text": None, "label": "b"},
+        {"text": "good", "label": " "},
+        {"label": "b"},
+        {"text": "last", "label": "b"},
+    ]
+    train = write_jsonl(tmp_path / "train.jsonl", records)
+    val = write_csv(tmp_path / "val.csv", [("v1", "a"), ("", "b"), ("v2", "b")])
+    with caplog.at_level("WARNING", logger="lmtune"):
+        data = load(train=train, validation=val, on_empty="drop")
+    assert data.train.texts == ["fine", "ok", "last"] and data.train.labels == ["a", "b", "b"]
+    assert data.train.places == ["line 1", "line 3", "line 7"]  # errors later still name the file's own lines
+    assert data.validation.texts == ["v1", "v2"]
+    logged = [r.getMessage() for r in caplog.records]
+    assert any("train.jsonl: dropped 4 of 7 rows with an empty or null 'text' or 'label'" in m for m in logged), logged
+    assert any("val.csv: dropped 1 of 3 rows" in m for m in logged), logged
+    assert "data.on_empty: drop" in data_error(train=train, validation=val)  # the default still stops, and says how not to
+    only_empty = write_jsonl(tmp_path / "empty.jsonl", [{"text": " ", "label": "a"}])
+    assert "holds no data rows with every cell filled" in data_error(train=only_empty, validation=val, on_empty="drop")
+
+
 def test_empty_texts_in_csv_name_lines(tmp_path):
     rows = [("a", "x"), ("", "y"), ("b", "x")] + [(" ", "y")] * 7
     msg = data_error(train=write_csv(tmp_path / "train.csv", rows))

@@ -191,6 +191,14 @@ def test_empty_question_and_missing_named_column_are_data_errors(tmp_path):
         read_qa(str(ok), ExtractiveQASection(answer_start_column="offset"))
 
 
+def test_on_empty_drop_leaves_out_rows_without_a_question_or_context(tmp_path):
+    rows = [{"question": "where ?", "context": "bob lives in rome .", "answer": "rome"},
+            {"question": "", "context": "ann lives in oslo .", "answer": "oslo"},
+            {"question": "who ?", "context": " ", "answer": "bob"}]
+    data = read_qa(write_csv(tmp_path / "qa.csv", rows), ExtractiveQASection(on_empty="drop"))
+    assert [e.question for e in data.examples] == ["where ?"]
+
+
 def test_validation_split_holds_out_whole_articles_seeded(tmp_path):
     def article(name: str, places: list[str]) -> list:
         return [(f"{name} lives in {p} . {name} is old .", [(f"where does {name} live ?", [p]), (f"who is old {i} ?", [name])])

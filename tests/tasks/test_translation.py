@@ -86,8 +86,11 @@ def test_translation_errors_name_the_key_or_the_line(tiny_lms, tiny_t5, translat
         lmtune.train(mt_config(tiny_t5, translation_data, out, data={"packing": True}), progress=False)
     bad = tmp_path / "bad.csv"
     bad.write_text("source,target\nhello who,hi what\nmy name,\n")
-    with pytest.raises(DataError, match=r"bad.csv: line 3: 'target' is empty"):
+    with pytest.raises(DataError, match=r"bad.csv: line 3: 'target' is empty or not text; fill it, or set data.on_empty: drop"):
         lmtune.train(mt_config(tiny_t5, {"train": bad, "validation": bad}, out), progress=False)
+    task = TranslationTask(build_config(mt_config(tiny_t5, {"train": bad, "validation": bad}, out, data={"on_empty": "drop"})))
+    task.load_data()
+    assert [m[1]["content"] for m in task.data.train.messages] == ["hi what"]
     with pytest.raises(DataError, match="no column 'src'"):
         lmtune.train(mt_config(tiny_t5, translation_data, out, data={"source_column": "src"}), progress=False)
     assert not out.exists()

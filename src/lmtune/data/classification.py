@@ -80,7 +80,7 @@ def _texts(table: Table, column: str, role: str) -> list[str]:
             kind = f"empty, null or non-text (e.g. {type(values[wrong_type[0]]).__name__} {values[wrong_type[0]]!r})"
         raise DataError(
             f"{table.source}: column {column!r} has {len(bad)} {kind} value(s), first at {where}; "
-            f"drop or fill those rows"
+            f"drop or fill those rows, or set data.on_empty: drop to leave them out"
         )
     return values
 
@@ -126,11 +126,11 @@ def read_texts(path: str, text_column: str, pair_column: str | None) -> tuple[li
 
 def read_examples(path: str, cfg: ClassificationSection, limit: int | None) -> Examples:
     """Texts and parsed label values of one file; `with_label_type` then fits the labels to a label type."""
-    table = read_table(path)
+    table = read_table(path).without_empty([cfg.text_column, cfg.text_pair_column, cfg.label_column], cfg.on_empty)
     if limit is not None:
         table = table.head(limit)
     if not table.rows:
-        raise DataError(f"{table.source}: holds no data rows")
+        raise DataError(f"{table.source}: holds no data rows" + (" with every cell filled" if cfg.on_empty == "drop" else ""))
     texts = _texts(table, cfg.text_column, "data.text_column")
     pairs = _texts(table, cfg.text_pair_column, "data.text_pair_column") if cfg.text_pair_column else None
     raw = table.column(cfg.label_column, "data.label_column")
@@ -139,7 +139,8 @@ def read_examples(path: str, cfg: ClassificationSection, limit: int | None) -> E
     if missing:
         where = ", ".join(table.where(i) for i in missing[:5])
         raise DataError(
-            f"{table.source}: column {cfg.label_column!r} has {len(missing)} missing label(s), first at {where}"
+            f"{table.source}: column {cfg.label_column!r} has {len(missing)} missing label(s), first at {where}; "
+            f"fill them, or set data.on_empty: drop to leave those rows out"
         )
     for i, v in enumerate(labels):
         ok = isinstance(v, (str, int, float, list)) and not isinstance(v, bool)

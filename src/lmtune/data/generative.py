@@ -109,8 +109,10 @@ def detect_format(path: str, columns: dict[str, str] | None = None, text_column:
     )
 
 
-def load_conversations(path: str, fmt: str, columns: dict[str, str] | None = None) -> Conversations:
-    """Read `alpaca`, `messages` or `squad` data; every problem is a DataError naming file and row."""
+def load_conversations(path: str, fmt: str, columns: dict[str, str] | None = None, on_empty: str = "error") -> Conversations:
+    """Read `alpaca`, `messages` or `squad` data; every problem is a DataError naming file and row.
+
+    `on_empty: drop` leaves out the alpaca rows with an empty instruction or output."""
     if fmt == "squad" or (Path(path).suffix.lower() == ".json" and _is_squad(Path(path))):
         return read_squad(Path(path))
     table = read_table(path)
@@ -124,6 +126,9 @@ def load_conversations(path: str, fmt: str, columns: dict[str, str] | None = Non
     if fmt == "alpaca":
         for key in ("instruction", "output"):
             table.column(names[key], f"the alpaca {key}")  # fails naming the columns that exist
+        table = table.without_empty([names["instruction"], names["output"]], on_empty)
+        if not table.rows:
+            raise DataError(f"{table.source}: holds no row with both an instruction and an output")
     out = []
     for i, row in enumerate(table.rows):
         where = f"{table.source}: {table.where(i)}"
@@ -136,7 +141,7 @@ def _alpaca(row: dict[str, Any], names: dict[str, str], where: str) -> list[dict
         value = row.get(names[key])
         if value is None or (isinstance(value, str) and not value.strip()):
             if required:
-                raise DataError(f"{where}: {names[key]!r} is empty")
+                raise DataError(f"{where}: {names[key]!r} is empty; fill it, or set data.on_empty: drop to leave such rows out")
             return ""
         if not isinstance(value, str):
             raise DataError(f"{where}: {names[key]!r} is a {type(value).__name__}, expected text")
@@ -214,7 +219,7 @@ def read_squad(path: Path) -> Conversations:
     return Conversations(str(path), messages, references)
 
 
-def load_documents(path: str, text_column: str = "text") -> list[str]:
+def load_documents(path: str, text_column: str = "text", on_empty: str = "error") -> list[str]:
     """Raw text: a .txt file is one document; other formats give one document per row."""
     p = Path(path)
     if p.suffix.lower() == ".txt":
@@ -228,10 +233,13 @@ def load_documents(path: str, text_column: str = "text") -> list[str]:
             raise DataError(f"{p}: the file is empty")
         return [text]
     table: Table = read_table(path)
+    table.column(text_column, "the text")  # fails naming the columns that exist
+    table = table.without_empty([text_column], on_empty)
     docs = table.column(text_column, "the text")
     bad = [table.where(i) for i, d in enumerate(docs) if not isinstance(d, str)]
     if bad:
-        raise DataError(f"{table.source}: {len(bad)} rows have no text in {text_column!r} (first: {', '.join(bad[:3])})")
+        raise DataError(f"{table.source}: {len(bad)} rows have no text in {text_column!r} (first: {', '.join(bad[:3])}); "
+                        f"fill them, or set data.on_empty: drop to leave them out")
     docs = [d for d in docs if d.strip()]
     if not docs:
         raise DataError(f"{table.source}: every text is empty")
@@ -272,7 +280,7 @@ def load_generative_data(cfg: CausalLMSection, seed: int) -> GenerativeData:
     if fmt == "text":  # documents: validation text, if not given, is held out later as blocks of tokens
 
         def documents(path: str, limit: int | None) -> list[str]:
-            docs = load_documents(path, cfg.text_column)
+            docs = load_documents(path, cfg.text_column, cfg.on_empty)
             return docs[:limit] if limit else docs
 
         return GenerativeData(
@@ -280,7 +288,7 @@ def load_generative_data(cfg: CausalLMSection, seed: int) -> GenerativeData:
             documents(cfg.validation, cfg.max_eval_examples) if cfg.validation else None,
             documents(cfg.test, cfg.max_eval_examples) if cfg.test else None,
         )
-    return GenerativeData(fmt, *read_splits(cfg, seed, lambda path: load_conversations(path, fmt, cfg.columns), "example"))
+    return GenerativeData(fmt, *read_splits(cfg, seed, lambda path: load_conversations(path, fmt, cfg.columns, cfg.on_empty), "example"))
 
 
 def read_splits(

@@ -10,13 +10,17 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lmtune.errors import DataError
 from lmtune.hub import hub_unreachable, offline_mode_set
+
+log = logging.getLogger("lmtune")
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".txt": "tsv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 MAX_FIELD_CHARS = 10_000_000
@@ -45,6 +49,23 @@ class Table:
 
     def head(self, n: int) -> Table:
         return Table(self.source, self.columns, self.rows[:n], self.places[:n], self.place_word)
+
+    def without_empty(self, columns: Sequence[str | None], on_empty: str) -> Table:
+        """With `data.on_empty: drop`, the rows whose cell in one of `columns` is null or blank, left out (the log
+        says how many, for this file); with `error`, the table as it is, for the caller's check to name them."""
+        named = [c for c in columns if c is not None and c in self.columns]
+        if on_empty != "drop" or not named:
+            return self
+        keep = [i for i, row in enumerate(self.rows) if not any(is_blank(row.get(c)) for c in named)]
+        if len(keep) < len(self.rows):
+            log.warning("%s: dropped %d of %d rows with an empty or null %s (data.on_empty: drop)", self.source,
+                        len(self.rows) - len(keep), len(self.rows), " or ".join(map(repr, named)))
+        return Table(self.source, self.columns, [self.rows[i] for i in keep], [self.places[i] for i in keep], self.place_word)
+
+
+def is_blank(value: Any) -> bool:
+    """A cell with nothing in it: null, or text of only whitespace."""
+    return value is None or (isinstance(value, str) and not value.strip())
 
 
 def read_table(path: str, header: bool = True) -> Table:

@@ -202,6 +202,8 @@ def read_squad(path: Path, answers: bool = True) -> QAData:
 
 def read_rows(table: Table, d: ExtractiveQASection, answers: bool = True) -> QAData:
     """One example per row: question, context, answer text (or SQuAD-style answers) and optional offset."""
+    if answers:  # data to train or score on; rows to predict are all kept, one answer each
+        table = table.without_empty([d.question_column, d.context_column], d.on_empty)
     if not table.rows:
         raise DataError(f"{table.source}: holds no data rows")
     questions = table.column(d.question_column, "data.question_column")

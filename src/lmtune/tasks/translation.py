@@ -81,15 +81,18 @@ class TranslationTask(CausalLMTask):
 
         def read(path: str) -> Conversations:
             table = read_table(path, header=d.header)
-            if not table.rows:
-                raise DataError(f"{table.source}: holds no data rows")
             sources = table.column(d.source_column, "data.source_column")
             targets = table.column(d.target_column, "data.target_column")
+            table = table.without_empty([d.source_column, d.target_column], d.on_empty)
+            if not table.rows:
+                raise DataError(f"{table.source}: holds no data rows" + (" with both texts filled" if d.on_empty == "drop" else ""))
+            sources, targets = table.column(d.source_column, ""), table.column(d.target_column, "")
             messages = []
             for i in range(len(table.rows)):
                 for column, value in ((d.source_column, sources[i]), (d.target_column, targets[i])):
                     if not isinstance(value, str) or not value.strip():
-                        raise DataError(f"{table.source}: {table.where(i)}: {column!r} is empty or not text")
+                        raise DataError(f"{table.source}: {table.where(i)}: {column!r} is empty or not text"
+                                        + ("; fill it, or set data.on_empty: drop to leave such rows out" if value is None or isinstance(value, str) else ""))
                 messages.append([{"role": "user", "content": self.user_text(sources[i])},
                                  {"role": "assistant", "content": targets[i]}])
             return Conversations(table.source, messages)
