@@ -75,55 +75,42 @@ def _predict_inputs() -> dict[str, str]:
 
 def _predict(args: argparse.Namespace) -> int:
     from lmtune.inference import load
-    from lmtune.tasks import DEFAULT_TASK, TASKS
+    from lmtune.tasks.base import RecordPredictor, input_records
+
+    def flag(name: str) -> str:
+        return "--" + name.replace("_", "-")
 
     given = {name: values for name in _predict_inputs() if (values := getattr(args, name, None))}
-    options = " ".join(f"--{name} \"...\"" for name in _predict_inputs())
+    options = " ".join(f"{flag(name)} \"...\"" for name in _predict_inputs())
     if bool(given) == bool(args.input):
         raise LmtuneError(f"predict needs either the model's inputs ({options}; repeatable) or --input FILE --output FILE")
     if args.input and not args.output:
         raise LmtuneError("predict --input FILE also needs --output FILE (.jsonl, .json or .csv)")
     if args.output:
         _check_rows_file(Path(args.output))
-    records = _records(given)
+    # checked before the model loads, as training checks its data
+    records = input_records(given, flag, lambda name, i: f"{flag(name)} number {i + 1} (of {len(given[name])})")
     predictor = load(args.model)
-    task = TASKS[predictor.meta.get("task", DEFAULT_TASK)]
-    if not task.predict_inputs:
-        raise LmtuneError(f"{args.model} holds a {task.name} model, which lmtune predict does not take: use lmtune generate "
+    task = predictor.meta.get("task")
+    if not isinstance(predictor, RecordPredictor):
+        raise LmtuneError(f"{args.model} holds a {task} model, which lmtune predict does not take: use lmtune generate "
                           f"(or chat) to get replies from it")
     if records:
-        missing = [f"--{name}" for name in task.predict_inputs if name not in given]
-        extra = [f"--{name}" for name in given if name not in task.predict_inputs]
+        fields = predictor.input_fields
+        missing = [flag(name) for name in fields if name not in given]
+        extra = [flag(name) for name in given if name not in fields]
         if missing or extra:
-            raise LmtuneError(f"{args.model} holds a {task.name} model: give " + " and ".join(f"--{n}" for n in task.predict_inputs)
+            raise LmtuneError(f"{args.model} holds a {task} model: give " + " and ".join(map(flag, fields))
                               + (f" (missing {', '.join(missing)})" if missing else "")
                               + (f" ({', '.join(extra)} does not apply)" if extra else ""))
-        for record, pred in zip(records, predictor.predict_records(records, args.batch_size)):  # type: ignore[attr-defined]
+        for record, pred in zip(records, predictor.predict_records(records, args.batch_size)):
             print(json.dumps({**record, **pred}, ensure_ascii=False))
         return 0
-    records = predictor.read_records(args.input)  # type: ignore[attr-defined]
-    preds = predictor.predict_records(records, args.batch_size)  # type: ignore[attr-defined]
+    records = predictor.read_records(args.input)
+    preds = predictor.predict_records(records, args.batch_size)
     _write_rows(Path(args.output), [{**r, **p} for r, p in zip(records, preds)])
     print(f"wrote {len(preds)} predictions to {args.output}")
     return 0
-
-
-def _records(given: dict[str, list[str]]) -> list[dict[str, str]]:
-    """--NAME values as records (the i-th value of each option together), checked as training checks its data."""
-    if not given:
-        return []
-    counts = {name: len(values) for name, values in given.items()}
-    if len(set(counts.values())) > 1:
-        raise LmtuneError("give each of " + ", ".join(f"--{n} ({c} times)" for n, c in counts.items()) + " the same number of times")
-    for name, values in given.items():
-        empty = [i + 1 for i, t in enumerate(values) if not t.strip()]
-        if empty:
-            raise LmtuneError(
-                f"--{name} number {', '.join(map(str, empty))} (of {len(values)}) is empty or only spaces; "
-                f"lmtune does not predict for empty inputs (training and --input refuse them too)"
-            )
-    n = next(iter(counts.values()))
-    return [{name: values[i] for name, values in given.items()} for i in range(n)]
 
 
 def _check_rows_file(path: Path) -> None:

@@ -19,6 +19,14 @@ class ModelError(LmtuneError):
     """A model that cannot be loaded or adapted as asked."""
 
 
+class InputError(LmtuneError):
+    """An input to predict on that training would refuse (an empty text, inputs of unequal counts); `param` names it."""
+
+    def __init__(self, message: str, param: str):
+        super().__init__(message)
+        self.param = param
+
+
 class OutputError(LmtuneError):
     """An output folder or file that cannot be created or written."""
 

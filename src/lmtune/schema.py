@@ -162,10 +162,10 @@ class EvalConfig(Section):
     batch_size: int | None = Field(None, gt=0, description="Examples per evaluation batch.",
                                    json_schema_extra={"shown_default": "2 x train.batch_size"})
     threshold: float = Field(0.5, gt=0, lt=1, description="Multi-label decision threshold.")
-    generate: bool = Field(False, description="causal_lm, translation: also generate replies to validation prompts and score "
-                           "them (exact match and F1; BLEU and chrF for translation); writes samples.jsonl.")
-    max_generate: int = Field(32, gt=0, description="causal_lm, translation: validation examples to generate for at each evaluation.")
-    max_new_tokens: int = Field(128, gt=0, description="causal_lm, translation: longest generated reply, in tokens (greedy decoding).")
+    generate: bool = Field(False, description="Tasks that generate text: also generate replies to validation prompts and score "
+                           "them with the task's metrics (exact match and F1; BLEU and chrF for translation); writes samples.jsonl.")
+    max_generate: int = Field(32, gt=0, description="Tasks that generate text: validation examples to generate for at each evaluation.")
+    max_new_tokens: int = Field(128, gt=0, description="Tasks that generate text: longest generated reply, in tokens (greedy decoding).")
 
 
 class OutputConfig(Section):

@@ -14,6 +14,7 @@ import pytest
 
 import lmtune
 from conftest import make_config, toy_rows, write_csv
+from lmtune.cli import main
 from lmtune.inference import load
 from servers import Server
 
@@ -52,6 +53,7 @@ def test_health_models_and_predictions_equal_the_python_api(server, client, expe
     health = httpx.get(f"{server.url}/health").json()  # no key needed
     assert health["status"] == "ok" and health["task"] == "classification" and health["model"] == classifier_run.name
     assert sorted(health["labels"]) == ["neg", "pos"] and health["device"] == "cpu" and health["uptime_s"] >= 0
+    assert health["endpoints"] == ["/v1/classify"] and list(health["inputs"]) == ["text"]  # no text_pair: not trained on pairs
     assert client.get("/v1/models").json()["data"][0]["id"] == classifier_run.name
 
     r = client.post("/v1/classify", json={"texts": TEXTS[:MAX_BATCH]})
@@ -128,7 +130,7 @@ def test_the_server_survives_it_all_and_counts_it(client, expected):
     assert 'lmtune_request_seconds_bucket{endpoint="/v1/classify"' in metrics and "lmtune_queue_depth 0.0" in metrics
 
 
-def test_a_model_trained_on_pairs_takes_text_pairs(tiny_models, tmp_path):
+def test_a_model_trained_on_pairs_takes_text_pairs_served_and_from_the_command_line(tiny_models, tmp_path, capsys):
     rows = [{"text": r["text"], "pair": "the show was fine", "label": r["label"]} for r in toy_rows(120, seed=3)]
     files = {"train": write_csv(tmp_path / "train.csv", rows), "validation": write_csv(tmp_path / "validation.csv", rows[:30])}
     lmtune.train(make_config(tiny_models["bert"], files, tmp_path / "pairs", data={"text_pair_column": "pair"},
@@ -142,8 +144,22 @@ def test_a_model_trained_on_pairs_takes_text_pairs(tiny_models, tmp_path):
             assert r.status_code == 200 and all(same(g, w) for g, w in zip(r.json()["predictions"], want))
             r = client.post("/v1/classify", json={"texts": texts})
             assert r.status_code == 422 and r.json()["error"]["param"] == "text_pairs"
+            r = client.post("/v1/classify", json={"texts": texts[:2], "text_pairs": pairs[:1]})
+            assert r.status_code == 400 and "texts has 2, text_pairs has 1" in r.json()["error"]["message"]
+            assert list(client.get("/health").json()["inputs"]) == ["text", "text_pair"]
     finally:
         server.stop()
+    argv = ["predict", str(tmp_path / "pairs")]
+    for t, p in zip(texts, pairs):
+        argv += ["--text", t, "--text-pair", p]
+    assert main(argv) == 0
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["text"], r["text_pair"]) for r in printed] == list(zip(texts, pairs))
+    assert all(same(r, w) for r, w in zip(printed, want))
+    assert main(["predict", str(tmp_path / "pairs"), "--text", texts[0]]) == 2
+    assert "give --text and --text-pair (missing --text-pair)" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "pairs"), "--text", texts[0], "--text-pair", "  "]) == 2
+    assert "--text-pair number 1 (of 1) is empty" in capsys.readouterr().err
 
 
 def test_a_body_not_sent_as_json_is_told_the_header(client):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import lmtune
@@ -28,7 +29,7 @@ def test_try_classifies_typed_text_as_the_python_api_does(tab, workspace, try_ru
     sentence = "the food was wonderful and the staff great"
     tab.page.fill("#try-text", sentence)
     tab.page.click("#try-classify")
-    label = tab.page.locator("#try-label")
+    label = tab.page.locator("#try-out-label")
     label.wait_for()
     [want] = lmtune.load(workspace / run).predict([sentence])
     assert label.inner_text() == want["label"]
@@ -62,3 +63,26 @@ def test_try_chats_with_streamed_text_and_keeps_the_history(tab, workspace, try_
                {"role": "user", "content": "what is your name ?"}]
     assert second.locator(".text").inner_text() == lm.reply([history], Sampling(24))[0]
     tab.shot("try-chat")
+
+
+def test_try_translates_through_the_runs_instruction_as_training_wrapped_it(tab, workspace, tiny_lms, translation_data):
+    from conftest import make_config
+
+    run = "runs/translate"
+    lmtune.train(make_config(tiny_lms["llama"], translation_data, workspace / run, "translation",
+                             data={"source_lang": "Zorb", "target_lang": "Quix"},
+                             train={"epochs": 3, "learning_rate": 1e-2, "save_every_n_steps": 1000}), progress=False)
+    load(tab, run)
+    text = "hello who"
+    tab.page.fill("#try-text", text)
+    tab.page.fill("#try-max-tokens", "24")
+    with tab.page.expect_request(lambda r: "/api/try/call" in r.url) as sent:
+        tab.page.click("#try-reply")
+    body = sent.value.post_data_json
+    assert body["messages"] == [{"role": "user", "content": f"Translate the following Zorb text to Quix.\n\n{text}"}]
+    lm = lmtune.load(workspace / run)
+    assert body["messages"][0]["content"] == lm.user_text(text)  # the user message training built
+    want = lm.generate([text], Sampling(24))[0]
+    assert want.strip()
+    tab.page.wait_for_function(f"document.querySelector('#try-result').textContent === {json.dumps(want)}", timeout=60_000)
+    tab.shot("try-translate")

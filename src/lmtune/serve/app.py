@@ -19,6 +19,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lmtune.errors import LmtuneError
@@ -28,6 +29,7 @@ from lmtune.serve.openai_api import add_openai_routes
 from lmtune.serve.predict_api import add_predict_routes
 from lmtune.serve.served import Served
 from lmtune.tasks import TASKS
+from lmtune.tasks.base import RecordPredictor
 
 log = logging.getLogger("lmtune")
 
@@ -45,7 +47,7 @@ def build_app(served: Served) -> FastAPI:
         served.batcher.close()
 
     app = FastAPI(title=f"lmtune serve: {served.name}", lifespan=lifespan)
-    endpoint = TASKS[served.task].predict_endpoint if served.task in TASKS else ""
+    endpoint = TASKS[served.task].predict_endpoint
     if endpoint:
         add_predict_routes(app, served, endpoint)
     else:
@@ -62,12 +64,19 @@ def build_app(served: Served) -> FastAPI:
 
 
 def _add_common_routes(app: FastAPI, served: Served) -> None:
+    posts = sorted(r.path for r in app.routes if isinstance(r, APIRoute) and "POST" in (r.methods or ()))  # the model's endpoints
+
     @app.get("/health", summary="the served model and how long the server has run")
     async def health() -> dict[str, Any]:
         p = served.predictor
-        labels = p.meta.get("labels") if served.task == "classification" else None
-        return {"status": "ok", "model": served.name, "task": served.task, "labels": labels,
-                "adapter": bool(p.meta.get("adapter")), "device": str(p.device),
+        task = TASKS[served.task]
+        taken: dict[str, Any]
+        if isinstance(p, RecordPredictor):  # what each POST body's lists hold
+            taken = {"inputs": {field: task.predict_inputs.get(field, "") for field in p.input_fields}}
+        else:  # a translation run's instruction, which wraps a text as training wrapped it
+            taken = {"prompt_template": p.meta.get("prompt_template")}
+        return {"status": "ok", "model": served.name, "task": served.task, "labels": p.meta.get("labels") if task.has_labels else None,
+                "adapter": bool(p.meta.get("adapter")), "device": str(p.device), "endpoints": posts, **taken,
                 "uptime_s": round(time.time() - served.started, 3), "queue_depth": served.batcher.depth}
 
     @app.get("/v1/models", summary="the served model, as OpenAI lists models")

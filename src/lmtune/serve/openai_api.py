@@ -26,6 +26,7 @@ from lmtune.errors import DataError
 from lmtune.eval.generation import Completion, Sampling
 from lmtune.serve.errors import ApiError, error_body
 from lmtune.serve.served import Served, split_back
+from lmtune.tasks.generator import Generator
 
 MAX_STOP = 4  # stop texts per request, as OpenAI allows
 
@@ -82,6 +83,7 @@ class Generation:
 
 def add_openai_routes(app: FastAPI, served: Served) -> None:
     lm = served.predictor
+    assert isinstance(lm, Generator)
 
     def run(payloads: list[Generation], should_stop: Callable[[], bool]) -> list[list[Completion]]:
         first = payloads[0]
@@ -149,6 +151,7 @@ def _sampling(served: Served, body: GenerationRequest, max_tokens: int | None) -
 def _check_length(served: Served, gen: Generation, param: str, special: bool) -> None:
     """A prompt the model cannot take with the reply asked for gets 400 before it waits for the model."""
     lm = served.predictor
+    assert isinstance(lm, Generator)
     context = lm.context_length()
     if context is None:
         return

@@ -11,6 +11,7 @@ from lmtune.serve.batching import Batcher
 from lmtune.serve.errors import ApiError
 from lmtune.serve.metrics import ServerMetrics
 from lmtune.serve.options import ServeOptions
+from lmtune.tasks.base import Predictor
 
 # kind -> run(payloads, should_stop) -> one result per payload; each endpoint module adds its own
 Runner = Callable[[list[Any], Callable[[], bool]], list[Any]]
@@ -27,7 +28,7 @@ def split_back(results: list[Any], sizes: list[int]) -> list[list[Any]]:
 
 @dataclass
 class Served:
-    predictor: Any  # what lmtune.load() gives: a Classifier, QuestionAnswerer or Generator
+    predictor: Predictor  # what lmtune.load() gives: a Classifier, QuestionAnswerer or Generator
     name: str  # the model name clients ask for
     task: str
     options: ServeOptions

@@ -18,6 +18,7 @@ from lmtune.errors import LmtuneError
 from lmtune.models.saving import read_meta
 from lmtune.run_dir import resolve_model_dir
 from lmtune.serve.options import ServeOptions
+from lmtune.tasks import DEFAULT_TASK, TASKS
 
 LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # the --max-lora-rank values vLLM accepts
 
@@ -26,8 +27,8 @@ def vllm_command(path: str, options: ServeOptions) -> list[str]:
     """`vllm serve ...` for an lmtune run or model folder of a decoder-only language model."""
     folder = resolve_model_dir(path)
     meta = read_meta(folder)
-    task = meta.get("task", "classification")
-    if task not in ("causal_lm", "translation") or meta.get("seq2seq"):
+    task = meta.get("task", DEFAULT_TASK)
+    if task not in TASKS or TASKS[task].predict_endpoint or meta.get("seq2seq"):  # a task with an endpoint does not generate text
         raise LmtuneError(f"{folder} holds a {'encoder-decoder ' if meta.get('seq2seq') else ''}{task} model; --engine vllm "
                           f"serves decoder-only language models: serve it with lmtune's own engine (leave out --engine)")
     name = options.model_name or Path(path).resolve().name

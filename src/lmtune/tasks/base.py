@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
+from lmtune.errors import InputError
 from lmtune.schema import Config
 
 if TYPE_CHECKING:
@@ -116,8 +117,54 @@ class Predictor(Protocol):
     def folder(self) -> Path | None:
         """The folder it was loaded from (None: a base model, not an lmtune one)."""
 
+    @property
+    def device(self) -> torch.device: ...
+
     def evaluate(self, path: str, batch_size: int = 32, **options: Any) -> dict[str, Any]:
         """Score the model on a labelled data file read as in training."""
+
+
+@runtime_checkable
+class RecordPredictor(Predictor, Protocol):
+    """A predictor of records (classifiers, extractive QA): what `lmtune predict` and serve's POST /v1/ENDPOINT call.
+
+    A model that generates text instead (a Generator) is not one: its replies come from
+    `lmtune generate`, `lmtune chat` and serve's OpenAI endpoints.
+    """
+
+    @property
+    def input_fields(self) -> list[str]:
+        """The fields of each record this model takes (a subset of its task's `predict_inputs`)."""
+
+    def read_records(self, path: str) -> list[dict[str, str]]:
+        """`lmtune predict --input`: the rows of a data file as records, read as in training."""
+
+    def predict_records(self, records: list[dict[str, str]], batch_size: int = 32) -> list[dict[str, Any]]:
+        """One prediction per record, in order."""
+
+
+def input_records(inputs: dict[str, list[str]], name: Callable[[str], str], entry: Callable[[str, int], str]) -> list[dict[str, str]]:
+    """The i-th value of every input together, once they pass the checks training makes on its data.
+
+    Each input has as many values, and none is empty or only spaces. `name(field)` and
+    `entry(field, i)` say how the caller calls an input and its i-th value (`--text` and
+    `--text number 2` on the command line; `texts` and `texts[1]` over HTTP); an InputError names them.
+    """
+    counts = {field: len(values) for field, values in inputs.items()}
+    if len(set(counts.values())) > 1:
+        raise InputError("give every input the same number of values: " + ", ".join(f"{name(f)} has {n}" for f, n in counts.items()),
+                         name(next(iter(counts))))
+    for field, values in inputs.items():
+        empty = [i for i, v in enumerate(values) if not v.strip()]
+        if empty:
+            where = entry(field, empty[0])
+            raise InputError(f"{where} is empty or only spaces; lmtune does not predict for empty inputs (training refuses them too)",
+                             where)
+    n = next(iter(counts.values()), 0)
+    return [{field: values[i] for field, values in inputs.items()} for i in range(n)]
+
+
+TryPanel = Literal["predict", "chat", "reply"]
 
 
 class TaskClass(Protocol):
@@ -126,8 +173,12 @@ class TaskClass(Protocol):
     # Declared as ClassVars by the task classes; plain members here, as a class object matches only those.
     name: str  # the config's `task`
     config_class: type[Config]  # its Config subclass, with its own `data` section
-    predict_inputs: dict[str, str]  # fields `lmtune predict` takes (--NAME), with their help
-    predict_endpoint: str  # lmtune serve's POST /v1/NAME for those inputs; "" for language models
+    predict_inputs: dict[str, str]  # fields `lmtune predict` takes (--NAME), with their help; the same as serve's NAMEs lists
+    predict_endpoint: str  # lmtune serve's POST /v1/NAME for those inputs; "" for models that generate text (OpenAI endpoints)
+    has_labels: bool  # the saved model's lmtune.json lists its labels (serve's /health shows them)
+    # The web app's Try panel: a form of the predict inputs, a chat, or one text in and one reply out
+    # (wrapped in the run's prompt, as in training).
+    try_panel: TryPanel
 
     def __call__(self, cfg: Config) -> Task: ...
 

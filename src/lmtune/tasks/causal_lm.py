@@ -36,7 +36,7 @@ from lmtune.models.head_positions import HeadPositions
 from lmtune.models.loading import load_causal_lm
 from lmtune.progress import bar
 from lmtune.schema import LOWER_IS_BETTER, Config
-from lmtune.tasks.base import Evaluation, RunRecord, Splits, TokenDataset, base_model_record
+from lmtune.tasks.base import Evaluation, RunRecord, Splits, TokenDataset, TryPanel, base_model_record
 from lmtune.tasks.generator import Generator, load_generator
 
 log = logging.getLogger("lmtune")
@@ -62,6 +62,8 @@ class CausalLMTask:
     config_class: ClassVar[type[Config]] = CausalLMConfig
     predict_inputs: ClassVar[dict[str, str]] = {}  # replies come from `lmtune generate` and `lmtune chat`
     predict_endpoint: ClassVar[str] = ""  # lmtune serve gives OpenAI's chat and completion endpoints instead
+    has_labels: ClassVar[bool] = False
+    try_panel: ClassVar[TryPanel] = "chat"
     generation_metrics = ("exact_match", "f1")  # scores of generated replies (eval.generate)
 
     def __init__(self, cfg: Config):

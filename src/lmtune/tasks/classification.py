@@ -33,8 +33,8 @@ from lmtune.models.first_token import trim_last_block
 from lmtune.models.loading import load_classifier
 from lmtune.models.parts import find_parts
 from lmtune.models.saving import base_model_config
-from lmtune.schema import LOWER_IS_BETTER, Config
-from lmtune.tasks.base import Evaluation, RunRecord, Splits, base_model_record
+from lmtune.schema import LOWER_IS_BETTER, Config, EvalConfig
+from lmtune.tasks.base import Evaluation, RunRecord, Splits, TryPanel, base_model_record
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -77,8 +77,13 @@ def resolve_metric(cfg: ClassificationConfig, label_type: str) -> tuple[str, boo
 class ClassificationTask:
     name: ClassVar[str] = "classification"
     config_class: ClassVar[type[Config]] = ClassificationConfig
-    predict_inputs: ClassVar[dict[str, str]] = {"text": "a text to classify (repeatable)"}
+    predict_inputs: ClassVar[dict[str, str]] = {
+        "text": "a text to classify (repeatable)",
+        "text_pair": "classification on pairs (data.text_pair_column): the second text of the --text given with it (repeatable)",
+    }
     predict_endpoint: ClassVar[str] = "classify"  # lmtune serve: POST /v1/classify
+    has_labels: ClassVar[bool] = True
+    try_panel: ClassVar[TryPanel] = "predict"
 
     def __init__(self, cfg: Config):
         assert isinstance(cfg, ClassificationConfig)
@@ -206,7 +211,7 @@ class ClassificationTask:
     def meta(self, max_length: int) -> dict[str, Any]:
         d = self.cfg.data
         return {
-            "task": "classification",
+            "task": self.cfg.task,
             "label_type": self.labels.label_type,
             "labels": self.labels.names,
             "problem_type": PROBLEM_TYPES[self.labels.label_type],
@@ -251,6 +256,11 @@ class Classifier:
         self.labels = LabelSpace(meta["label_type"], meta["labels"])
 
     @property
+    def threshold(self) -> float:
+        """The multi-label decision threshold the run was trained with (eval.threshold; its default for older models)."""
+        return float(self.meta.get("threshold", EvalConfig.model_fields["threshold"].default))
+
+    @property
     def device(self) -> torch.device:
         first = next(self.model.parameters(), None)
         return first.device if first is not None else torch.device("cpu")  # an ONNX model has no torch parameters
@@ -292,7 +302,7 @@ class Classifier:
         targets = [self.labels.encode(v) for v in examples.labels]
         loader = self.loader(examples.texts, examples.pairs, targets, batch_size)
         scores, refs, _ = predict_scores(self.model, loader, self.labels.label_type)
-        return score(scores, refs, self.labels, self.meta.get("threshold", 0.5))
+        return score(scores, refs, self.labels, self.threshold)
 
     def predict(self, texts: list[str] | str, pairs: list[str] | None = None, batch_size: int = 32) -> list[dict[str, Any]]:
         """One dict per text: label (or labels / score) and per-class probabilities."""
@@ -312,8 +322,7 @@ class Classifier:
             if self.labels.label_type == "single":
                 out.append({"label": self.labels.names[int(row.argmax())], "probabilities": probs})
             else:
-                threshold = self.meta.get("threshold", 0.5)
-                chosen = [n for n, p in probs.items() if p >= threshold]
+                chosen = [n for n, p in probs.items() if p >= self.threshold]
                 out.append({"labels": chosen, "probabilities": probs})
         return out
 

@@ -48,7 +48,7 @@ from lmtune.models.parts import find_parts
 from lmtune.models.saving import base_model_config
 from lmtune.progress import bar
 from lmtune.schema import Config, DataConfig, ModelConfig
-from lmtune.tasks.base import Batch, Evaluation, RunRecord, Splits, base_model_record
+from lmtune.tasks.base import Batch, Evaluation, RunRecord, Splits, TryPanel, base_model_record
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -552,6 +552,8 @@ class ExtractiveQATask:
         "context": "extractive_qa: the text that holds the answer to the --question given with it (repeatable)",
     }
     predict_endpoint: ClassVar[str] = "answer"  # lmtune serve: POST /v1/answer
+    has_labels: ClassVar[bool] = False
+    try_panel: ClassVar[TryPanel] = "predict"
 
     def __init__(self, cfg: Config):
         assert isinstance(cfg, ExtractiveQAConfig)

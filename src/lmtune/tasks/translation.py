@@ -26,7 +26,7 @@ from lmtune.errors import ConfigError, DataError
 from lmtune.eval.text_metrics import translation_metrics
 from lmtune.models.loading import is_encoder_decoder, load_seq2seq_lm
 from lmtune.schema import Config
-from lmtune.tasks.base import Splits
+from lmtune.tasks.base import Splits, TryPanel
 from lmtune.tasks.causal_lm import CausalLMTask, GenerativeConfig
 
 log = logging.getLogger("lmtune")
@@ -56,6 +56,7 @@ class TranslationTask(CausalLMTask):
 
     name: ClassVar[str] = "translation"
     config_class: ClassVar[type[Config]] = TranslationConfig
+    try_panel: ClassVar[TryPanel] = "reply"  # a text in, its translation out: wrapped in the run's instruction, as in training
     cfg: TranslationConfig
     generation_metrics = ("bleu", "chrf")
     seq2seq = False

@@ -77,7 +77,7 @@ def build_app(options: UiOptions) -> FastAPI:
 
     @app.get("/api/workspace")
     def workspace() -> dict[str, Any]:
-        return {"root": str(ws.root), "data_files": ws.data_files(), "tasks": list(TASKS),
+        return {"root": str(ws.root), "data_files": ws.data_files(), "tasks": list(TASKS), "default_task": DEFAULT_TASK,
                 "max_upload_bytes": options.max_upload_bytes}
 
     @app.put("/api/upload")

@@ -20,10 +20,19 @@ from typing import Any
 
 import httpx
 
+from lmtune.tasks import TASKS
 from lmtune.ui.workspace import UiError, Workspace
 
 MAX_SERVED = 2
-ENDPOINTS = {"/v1/classify", "/v1/answer", "/v1/chat/completions", "/v1/completions"}
+
+
+def try_info(health: dict[str, Any]) -> dict[str, Any]:
+    """The served model's /health, with what its task declares for the Try page: the panel, and the endpoint it posts to."""
+    task = TASKS.get(health.get("task", ""))
+    if task is None:
+        raise UiError(f"the served model is of task {health.get('task')!r}, which this app does not know", 500)
+    endpoint = f"/v1/{task.predict_endpoint}" if task.predict_endpoint else "/v1/chat/completions"
+    return {**health, "panel": task.try_panel, "endpoint": endpoint}
 
 
 @dataclass
@@ -78,15 +87,15 @@ class Tryouts:
                 answer = await self.client.get(f"{tried.url}/health", timeout=2)
             except httpx.TransportError:
                 return {"state": "loading"}
-            tried.info = answer.json()
+            tried.info = try_info(answer.json())
         return {"state": "ready", **tried.info}
 
     def _ready(self, run: str, endpoint: str) -> Tried:
         tried = self.served.get(run)
         if tried is None or tried.info is None:
             raise UiError(f"{run} is not loaded yet: load it first", 409)
-        if endpoint not in ENDPOINTS:
-            raise UiError(f"{endpoint} is not an endpoint of lmtune serve the app passes on", 404)
+        if endpoint not in tried.info["endpoints"]:
+            raise UiError(f"{endpoint} is not an endpoint of the model served for {run} (it has {', '.join(tried.info['endpoints'])})", 404)
         tried.used = time.time()
         return tried
 

@@ -385,6 +385,7 @@ async function newSearchPage() {
   const messages = h("div", { id: "search-messages" });
   const launch = h("button", { id: "search-launch" }, "Start the search");
   let settingFields = [], kinds = {}, task = null;
+  const defaultTask = (await api("/api/workspace")).default_task;  // a config without `task:` fine-tunes for it
 
   const guessType = key => ({ float: "float", int: "int" })[kinds[key]] || "categorical";
   const addRow = (key = "", spec = {}) => {
@@ -461,13 +462,13 @@ async function newSearchPage() {
     const result = await check({ yaml: yamlBox.value, search: formSearch() });
     if (!result) return;
     if (document.activeElement !== yamlBox) yamlBox.value = written = result.yaml;
-    await useTask(result.config.task || "classification");
+    await useTask(result.config.task || defaultTask);
     showProblems(result.problems);
   };
   const fromYaml = async () => {
     const result = await check({ yaml: yamlBox.value });
     if (!result) return;
-    await useTask(result.config.task || "classification");
+    await useTask(result.config.task || defaultTask);
     const search = result.config.search || {};
     if (!Object.keys(search.space || {}).length) { await fromForm(); return; }  // a base config alone: checked with the form's search
     for (const f of settingFields) {
@@ -596,52 +597,53 @@ async function tryPage(params) {
       }
       if (s.state !== "ready") return;
       state.textContent = `ready: ${s.model} (${s.task}${s.adapter ? ", adapter" : ""}) on ${s.device}`;
-      area.replaceChildren(({ classification: classifyPanel, extractive_qa: answerPanel, translation: translatePanel }[s.task] || chatPanel)(call, s));
+      const panel = { predict: predictPanel, chat: chatPanel, reply: replyPanel }[s.panel];  // the kind the run's task declares
+      area.replaceChildren(panel ? panel(call, s) : errorBox(`this app has no Try panel of kind ${s.panel} (task ${s.task})`));
     } catch (err) { state.textContent = ""; area.replaceChildren(errorBox(err.message)); }
   });
   if (params.path) { pick.value = params.path; load.click(); }
 }
 
-function classifyPanel(call) {
-  const text = h("textarea", { id: "try-text", style: "min-height:90px", placeholder: "a sentence to classify" });
+// The model's inputs (from its /health), one box each, posted as one-entry lists to its endpoint;
+// each field of the prediction is shown, and class probabilities as bars.
+function predictPanel(call, s) {
+  const fields = Object.entries(s.inputs || {});
+  const boxes = fields.map(([name, help]) => h("textarea", { id: `try-${name}`, style: "min-height:70px", placeholder: help }));
   const out = h("div", { id: "try-result" });
-  const go = h("button", { id: "try-classify", onclick: async () => {
+  const action = s.endpoint.split("/").pop();
+  const shown = v => v === null || v === undefined ? "none" : Array.isArray(v) ? v.join(", ") : typeof v === "number" ? String(+v.toPrecision(4)) : String(v);
+  const go = h("button", { id: `try-${action}`, onclick: async () => {
     try {
-      const answer = await call("/v1/classify", { texts: [text.value] });
-      const p = answer.predictions[0];
-      const box = h("div", { id: "try-probabilities", style: "max-width:560px" });
-      const names = Object.keys(p.probabilities || {}).sort((a, b) => p.probabilities[b] - p.probabilities[a]);
-      barChart(box, names, names.map(n => +p.probabilities[n].toFixed(4)), { title: "probabilities", height: 180 });
-      out.replaceChildren(h("p", {}, "label: ", h("b", { id: "try-label" }, String(p.label))), box);
+      const body = Object.fromEntries(fields.map(([name], i) => [name + "s", [boxes[i].value]]));
+      const p = (await call(s.endpoint, body)).predictions[0];
+      const parts = Object.entries(p).filter(([k]) => k !== "probabilities").map(([k, v]) => h("p", {}, `${k}: `, h("b", { id: `try-out-${k}` }, shown(v))));
+      if (p.probabilities) {
+        const box = h("div", { id: "try-probabilities", style: "max-width:560px" });
+        const names = Object.keys(p.probabilities).sort((a, b) => p.probabilities[b] - p.probabilities[a]);
+        barChart(box, names, names.map(n => +p.probabilities[n].toFixed(4)), { title: "probabilities", height: 180 });
+        parts.push(box);
+      }
+      out.replaceChildren(...parts);
     } catch (err) { out.replaceChildren(errorBox(err.message)); }
-  } }, "Classify");
-  return h("div", { class: "card" }, text, h("p", {}, go), out);
+  } }, action[0].toUpperCase() + action.slice(1));
+  return h("div", { class: "card" }, ...fields.flatMap(([name], i) => [h("label", { for: boxes[i].id }, name), boxes[i]]), h("p", {}, go), out);
 }
 
-function answerPanel(call) {
-  const question = h("input", { id: "try-question", placeholder: "question", style: "width:100%" });
-  const context = h("textarea", { id: "try-context", style: "min-height:120px", placeholder: "the context that holds the answer" });
-  const out = h("div", { id: "try-result" });
-  const go = h("button", { id: "try-answer", onclick: async () => {
-    try {
-      const p = (await call("/v1/answer", { questions: [question.value], contexts: [context.value] })).predictions[0];
-      out.replaceChildren(h("p", {}, "answer: ", h("b", { id: "try-answer-text" }, String(p.answer ?? "")), p.score !== undefined ? ` (score ${(+p.score).toPrecision(3)})` : ""));
-    } catch (err) { out.replaceChildren(errorBox(err.message)); }
-  } }, "Answer");
-  return h("div", { class: "card" }, h("label", {}, "question"), question, h("label", {}, "context"), context, h("p", {}, go), out);
-}
-
-function translatePanel(call) {
-  const text = h("textarea", { id: "try-text", style: "min-height:90px", placeholder: "text to translate" });
+// One text in, one reply out: the text is wrapped in the run's prompt (a translation run's
+// instruction) as training wrapped it, and sent as the user's message.
+function replyPanel(call, s) {
+  const text = h("textarea", { id: "try-text", style: "min-height:90px", placeholder: s.prompt_template ? "the text (sent inside the run's instruction, as in training)" : "the text" });
+  const maxTokens = h("input", { id: "try-max-tokens", type: "number", value: 64, min: 1 });
   const out = h("pre", { id: "try-result", class: "report" });
-  const go = h("button", { id: "try-translate", onclick: async () => {
-    try { out.textContent = (await call("/v1/completions", { prompt: text.value, max_tokens: 128, temperature: 0 })).choices[0].text; }
+  const go = h("button", { id: "try-reply", onclick: async () => {
+    const content = s.prompt_template ? s.prompt_template.split("{text}").join(text.value) : text.value;
+    try { out.textContent = (await call(s.endpoint, { messages: [{ role: "user", content }], max_tokens: +maxTokens.value, temperature: 0 })).choices[0].message.content; }
     catch (err) { out.replaceChildren(errorBox(err.message)); }
-  } }, "Translate");
-  return h("div", { class: "card" }, text, h("p", {}, go), out);
+  } }, "Reply");
+  return h("div", { class: "card" }, text, h("div", { class: "row" }, h("div", {}, h("label", { for: "try-max-tokens" }, "max tokens"), maxTokens)), h("p", {}, go), out);
 }
 
-function chatPanel(call) {
+function chatPanel(call, s) {
   const history = [];
   const system = h("input", { id: "try-system", placeholder: "system prompt (optional)", style: "width:100%" });
   const temperature = h("input", { id: "try-temperature", type: "number", value: 0, min: 0, max: 2, step: 0.1 });
@@ -662,7 +664,7 @@ function chatPanel(call) {
     send.disabled = true;
     const messages = [...(system.value.trim() ? [{ role: "system", content: system.value }] : []), ...history];
     try {
-      const response = await fetch("/api/try/call?" + q({ path: document.getElementById("try-run").value, endpoint: "/v1/chat/completions" }), {
+      const response = await fetch("/api/try/call?" + q({ path: document.getElementById("try-run").value, endpoint: s.endpoint }), {
         method: "POST", headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ messages, stream: true, temperature: +temperature.value, top_p: +topP.value, max_tokens: +maxTokens.value }) });
       if (!response.ok) throw new Error((await response.json()).error || response.statusText);
