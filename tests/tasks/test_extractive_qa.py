@@ -399,6 +399,9 @@ def test_full_fine_tuning_learns_the_toy_questions_and_the_saved_model_answers_a
     m = result.metrics
     assert m["initial"]["exact_match"] < 0.3
     assert m["exact_match"] >= 0.75 and m["f1"] >= 0.8, m
+    # questions are counted as examples; the windows the model read (contexts longer than 32 tokens), beside them
+    assert (m["train_examples"], m["validation_examples"]) == (120, 40) and m["train_windows"] > 120 and m["validation_windows"] > 40
+    assert "(120 examples in " in (tmp_path / "run" / "report.md").read_text()
     # The reloaded best model gives the answers of validation_predictions.csv, character offsets included.
     with (tmp_path / "run" / "validation_predictions.csv").open(encoding="utf-8") as f:
         written = list(csv.DictReader(f))

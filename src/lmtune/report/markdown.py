@@ -150,15 +150,19 @@ def _setup(run: RunFiles) -> str:
     if "total_parameters" in r:
         total, trainable = r["total_parameters"], r["trainable_parameters"]
         rows.append(("Parameters", f"{total:,} total, {trainable:,} trainable ({100 * trainable / total:.2f}%)"))
+    def counted(split: str) -> str:
+        windows = f" in {r[f'{split}_windows']:,} windows" if f"{split}_windows" in r else ""  # extractive QA
+        return f" ({r[f'{split}_examples']:,} examples{windows})"
+
     data = f"train `{cfg.data.train}`"
     if "train_examples" in r:
-        data += f" ({r['train_examples']:,} examples)"
+        data += counted("train")
     if cfg.data.validation:
         data += f"; validation `{cfg.data.validation}`"
     elif cfg.data.validation_split:
         data += f"; validation: {cfg.data.validation_split:.0%} of train"
     if r.get("validation_examples"):
-        data += f" ({r['validation_examples']:,} examples)"
+        data += counted("validation")
     if cfg.data.test:
         data += f"; test `{cfg.data.test}`"
     rows.append(("Data", data))

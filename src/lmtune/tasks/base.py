@@ -43,6 +43,15 @@ class Splits:
     train: TokenDataset
     validation: TokenDataset | None
     test: TokenDataset | None = None
+    # What metrics.json counts for the data; None: one example per item. A task whose items are
+    # not its examples says so (extractive QA: questions, and their windows beside them).
+    counts: dict[str, int] | None = None
+
+    def data_counts(self) -> dict[str, int]:
+        """`train_examples` and `validation_examples` (and what more the task counts), for the log and metrics.json."""
+        if self.counts is not None:
+            return self.counts
+        return {"train_examples": len(self.train), "validation_examples": len(self.validation) if self.validation is not None else 0}
 
 
 @dataclass

@@ -593,7 +593,10 @@ class ExtractiveQATask:
         for name, data in (("train", self.data.train), ("validation", self.data.validation), ("test", self.data.test)):
             if data is not None:
                 self.windows[name] = encode_windows(tokenizer, data.examples, max_length, d.doc_stride, name)
-        return Splits(self.windows["train"], self.windows["validation"], self.windows.get("test"))
+        train, validation = self.windows["train"], self.windows["validation"]
+        counts = {"train_examples": len(train.examples), "validation_examples": len(validation.examples),  # questions
+                  "train_windows": len(train), "validation_windows": len(validation)}  # what the model reads
+        return Splits(train, validation, self.windows.get("test"), counts)
 
     def data_fingerprint(self) -> Any:
         assert self.data is not None

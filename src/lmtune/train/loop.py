@@ -136,7 +136,8 @@ class Run:
         log.info(
             "%s: %s parameters, %s trainable (%.2f%%), method %s; %d train / %d validation examples; %d steps",
             self.cfg.model.name_or_path, f"{s.total_parameters:,}", f"{s.trainable_parameters:,}",
-            100 * s.trainable_parameters / s.total_parameters, self.cfg.method.name, s.train_examples, s.validation_examples,
+            100 * s.trainable_parameters / s.total_parameters, self.cfg.method.name, s.data_counts["train_examples"],
+            s.data_counts["validation_examples"],
             s.total_steps,
         )
         source = "train.learning_rate" if given.train.learning_rate is not None else f"the default for method {self.cfg.method.name}"
@@ -381,8 +382,7 @@ def finish(run: Run) -> TrainResult:
         "train_tokens_per_s": round(state.tokens / seconds, 1) if seconds else None,
         "trainable_parameters": s.trainable_parameters,
         "total_parameters": s.total_parameters,
-        "train_examples": s.train_examples,
-        "validation_examples": s.validation_examples,
+        **s.data_counts,
     }
     if run.initial is not None:
         metrics["initial"] = run.initial
