@@ -250,7 +250,7 @@ def test_ia3_targets_keys_values_and_feed_forward_outputs(tiny_models):
     for kind, (per_block, feedforward) in expected.items():
         model = fresh_classifier(tiny_models[kind])
         blocks = find_parts(model).blocks_path
-        targets, ffn = ia3_target_names(model, blocks)
+        targets, ffn = ia3_target_names(model, [blocks])
         assert len(targets) == 4 * len(per_block), kind
         assert set(targets) == {f"{blocks}.{i}.{n}" for i in range(4) for n in per_block}, kind
         assert ffn == [f"{blocks}.{i}.{feedforward}" for i in range(4)], kind

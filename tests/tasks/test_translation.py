@@ -46,6 +46,20 @@ def test_encoder_decoder_lora_saves_an_adapter_that_reloads(tiny_t5, translation
     assert lm.evaluate(str(translation_data["validation"]), max_new_tokens=8)["chrf"] >= 0
 
 
+@pytest.mark.parametrize(("method", "initial"), [("lora", "lora_B"), ("dora", "lora_B"), ("ia3", "ia3_l")])
+def test_adapters_go_into_both_stacks_of_an_encoder_decoder_and_both_train(tiny_t5, translation_data, tmp_path, method, initial):
+    from safetensors.torch import load_file
+
+    lmtune.train(mt_config(tiny_t5, translation_data, tmp_path / "run", method={"name": method}, train={"epochs": 1}),
+                 progress=False)
+    saved = load_file(tmp_path / "run" / "best" / "adapter_model.safetensors")
+    for stack in ("encoder", "decoder"):
+        learned = {k: v for k, v in saved.items() if f".{stack}.block." in k and initial in k}
+        assert len(learned) >= 2, (stack, sorted(saved))  # every block of the stack holds the adapter
+        start = 1.0 if initial == "ia3_l" else 0.0  # (IA)^3 vectors start at 1, LoRA's B at 0
+        assert all((v != start).any() for v in learned.values()), stack  # and it trained
+
+
 def test_a_decoder_translates_through_its_instruction(tiny_lms, translation_data, tmp_path):
     cfg = build_config(mt_config(tiny_lms["llama"], translation_data, tmp_path / "unused",
                                           data={"source_lang": "Zorb", "target_lang": "Quix"}))

@@ -39,12 +39,12 @@ def apply_ia3(model: nn.Module, cfg: MethodConfig, task_type: str = "SEQ_CLS", n
     from peft import IA3Config, TaskType, get_peft_model
 
     parts = find_parts(model)
-    found, found_feedforward = ia3_target_names(model, parts.blocks_path)
+    found, found_feedforward = ia3_target_names(model, parts.stacks)  # both stacks of an encoder-decoder
     targets, feedforward = cfg.ia3_target_modules, cfg.ia3_feedforward_modules
     if targets is None:
         if not found:
             raise ConfigError(
-                f"found no attention key/value and feed-forward output linears in every block of {parts.blocks_path}; "
+                f"found no attention key/value and feed-forward output linears in every block of {' or '.join(parts.stacks)}; "
                 "set method.ia3_target_modules (and method.ia3_feedforward_modules)"
             )
         targets, feedforward = found, found_feedforward

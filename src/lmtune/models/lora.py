@@ -25,9 +25,9 @@ def apply_lora(
     parts = find_parts(model)
     targets: Any = cfg.lora_target_modules
     if targets is None:
-        targets = adaptable_linear_names(model, parts.blocks_path)
+        targets = adaptable_linear_names(model, parts.stacks)  # both stacks of an encoder-decoder
         if not targets:
-            raise ConfigError(f"found no linear layers in {parts.blocks_path}; set method.lora_target_modules")
+            raise ConfigError(f"found no linear layers in {' or '.join(parts.stacks)}; set method.lora_target_modules")
     lora = LoraConfig(
         task_type=TaskType[task_type],
         r=cfg.lora_rank,

@@ -18,19 +18,26 @@ class Parts:
     num_blocks: int
     head: list[str]  # module names of the task head (always trained)
     embeddings: list[str]  # module names of the input embeddings
+    # Every stack of blocks an adapter goes into: the encoder's and the decoder's of an
+    # encoder-decoder (T5, BART); `blocks_path` alone otherwise.
+    stacks: list[str]
 
 
 def find_parts(model: nn.Module) -> Parts:
-    """Blocks are the largest ModuleList of same-type modules; the head lies outside the base model."""
-    best: tuple[str, int, int] | None = None
-    for name, module in model.named_modules():
-        if isinstance(module, nn.ModuleList) and len(module) > 0 and len({type(m) for m in module}) == 1:
-            size = sum(p.numel() for p in module.parameters())
-            if best is None or size > best[2]:
-                best = (name, len(module), size)
-    if best is None:
+    """Blocks are the largest ModuleList of same-type modules; the head lies outside the base model.
+
+    An encoder-decoder has two stacks: the largest list in its encoder and the largest in its decoder.
+    """
+    lists = _block_lists(model)
+    if not lists:
         raise ModelError(f"{type(model).__name__}: found no list of transformer blocks to choose layers from")
+    best = max(lists, key=lambda item: item[2])
     blocks_path = best[0]
+    stacks = [blocks_path]
+    if getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+        stacks = [_largest_under(lists, _module_name(model, m)) for m in (model.get_encoder(), model.get_decoder())]  # type: ignore[operator]
+        if blocks_path not in stacks or "" in stacks:  # not the two stacks expected: the largest alone
+            stacks = [blocks_path]
     prefix = getattr(model, "base_model_prefix", "")
     head = []
     for name, child in model.named_children():
@@ -46,14 +53,32 @@ def find_parts(model: nn.Module) -> Parts:
             break
     if not embeddings:
         embeddings = [n for n, m in model.named_modules() if isinstance(m, nn.Embedding) and not n.startswith(blocks_path)]
-    return Parts(blocks_path, best[1], head, embeddings)
+    return Parts(blocks_path, best[1], head, embeddings, stacks)
 
 
-def adaptable_linear_names(model: nn.Module, blocks_path: str) -> list[str]:
-    """Full names of the linear layers (nn.Linear or GPT-2's Conv1D) inside the transformer blocks."""
+def _block_lists(model: nn.Module) -> list[tuple[str, int, int]]:
+    """(name, length, parameter count) of every non-empty ModuleList of same-type modules."""
+    out = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) > 0 and len({type(m) for m in module}) == 1:
+            out.append((name, len(module), sum(p.numel() for p in module.parameters())))
+    return out
+
+
+def _module_name(model: nn.Module, module: nn.Module) -> str:
+    return next(name for name, m in model.named_modules() if m is module)
+
+
+def _largest_under(lists: list[tuple[str, int, int]], root: str) -> str:
+    inside = [item for item in lists if item[0].startswith(root + ".")]
+    return max(inside, key=lambda item: item[2])[0] if inside else ""
+
+
+def adaptable_linear_names(model: nn.Module, stacks: list[str]) -> list[str]:
+    """Full names of the linear layers (nn.Linear or GPT-2's Conv1D) inside the transformer blocks of `stacks`."""
     names = []
     for name, module in model.named_modules():
-        if not name.startswith(blocks_path + "."):
+        if not any(name.startswith(path + ".") for path in stacks):
             continue
         if isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D":
             names.append(name)
@@ -81,8 +106,8 @@ def _linear_shape(module: nn.Module) -> tuple[int, int] | None:
     return None
 
 
-def ia3_target_names(model: nn.Module, blocks_path: str) -> tuple[list[str], list[str]]:
-    """(IA)^3 targets in every block: (the key/value and feed-forward output linears, the latter alone).
+def ia3_target_names(model: nn.Module, stacks: list[str]) -> tuple[list[str], list[str]]:
+    """(IA)^3 targets in every block of `stacks`: (the key/value and feed-forward output linears, the latter alone).
 
     A block's feed-forward output layers are its linears with the widest input, wider than their
     output (BERT's output.dense, GPT-2's mlp.c_proj, Llama's down_proj). Where a block has no
@@ -91,7 +116,8 @@ def ia3_target_names(model: nn.Module, blocks_path: str) -> tuple[list[str], lis
     """
     targets: list[str] = []
     feedforward: list[str] = []
-    for index, block in enumerate(model.get_submodule(blocks_path).children()):
+    blocks = [(path, index, block) for path in stacks for index, block in enumerate(model.get_submodule(path).children())]
+    for blocks_path, index, block in blocks:
         prefix = f"{blocks_path}.{index}."
         shapes = {name: shape for name, module in block.named_modules() if (shape := _linear_shape(module)) is not None}
         leaf = {name: name.rsplit(".", 1)[-1] for name in shapes}
