@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from lmtune.config import MethodConfig, ModelConfig, TrainConfig, load_config, parse_overrides
+from lmtune.config import ModelConfig, TrainConfig, build_config, load_config, parse_overrides, with_defaults
+from lmtune.models.freeze import FreezeOptions
+from lmtune.models.methods import METHODS
 from lmtune.data.classification import ClassificationSection
 from lmtune.errors import ConfigError
 from lmtune.tasks.classification import ClassificationConfig
@@ -31,7 +33,9 @@ def test_defaults_load_with_only_the_required_keys():
     cfg = load_config(None, REQUIRED)
     assert cfg.model.name_or_path == "some-model"
     assert cfg.data.train == "train.csv"
-    assert cfg == ClassificationConfig(model=ModelConfig(name_or_path="some-model"), data=ClassificationSection(train="train.csv"))
+    plain = ClassificationConfig(model=ModelConfig(name_or_path="some-model"), data=ClassificationSection(train="train.csv"))
+    assert isinstance(cfg, ClassificationConfig) and cfg.model_dump()["data"] == plain.model_dump()["data"]
+    assert build_config(plain) == cfg  # a task's own class, validated again with the registered methods' keys
     assert cfg.task == "classification"
     assert cfg.method.name == "full"
     assert cfg.train.batch_size == 16
@@ -234,7 +238,7 @@ def test_bad_method_layers_string(layers):
 def test_good_method_layers_string(layers):
     cfg = load_config(None, REQUIRED + ["method.name=freeze", f"method.layers='{layers}'"])
     assert cfg.method.layers == layers
-    assert MethodConfig(layers=layers).layers == layers
+    assert FreezeOptions(layers=layers).layers == layers
 
 
 # --- the config file itself --------------------------------------------------------------------------
@@ -318,13 +322,11 @@ def test_to_yaml_round_trips_non_defaults(tmp_path):
 
 
 def test_the_learning_rate_defaults_by_method_and_an_explicit_one_wins():
-    from lmtune.config import DEFAULT_LEARNING_RATES, build_config
-
     base = {"model": {"name_or_path": "m"}, "data": {"train": "t.csv"}}
-    for method, rate in DEFAULT_LEARNING_RATES.items():
-        cfg = build_config({**base, "method": {"name": method}})
+    for method in METHODS.values():
+        cfg = build_config({**base, "method": {"name": method.name}})
         assert cfg.train.learning_rate is None  # unset in the config a search or a resume compares
-        assert cfg.with_defaults().train.learning_rate == rate
+        assert with_defaults(cfg).train.learning_rate == method.learning_rate
     explicit = build_config({**base, "method": {"name": "lora"}, "train": {"learning_rate": 3e-4}})
-    assert explicit.with_defaults().train.learning_rate == 3e-4
-    assert DEFAULT_LEARNING_RATES["lora"] > DEFAULT_LEARNING_RATES["freeze"] > DEFAULT_LEARNING_RATES["full"]
+    assert with_defaults(explicit).train.learning_rate == 3e-4
+    assert METHODS["lora"].learning_rate > METHODS["freeze"].learning_rate > METHODS["full"].learning_rate

@@ -8,16 +8,16 @@ key or value raises `ConfigError` naming the key, the value and what is allowed.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError, create_model
 
 from lmtune.errors import ConfigError
+from lmtune.models.methods import METHODS, method_section
 from lmtune.schema import (
-    DEFAULT_LEARNING_RATES,
-    FREEZE_DEFAULT_BLOCKS,
     LOWER_IS_BETTER,
     Config,
     DataConfig,
@@ -36,8 +36,6 @@ from lmtune.schema import (
 from lmtune.tasks import DEFAULT_TASK, TASKS
 
 __all__ = [
-    "DEFAULT_LEARNING_RATES",
-    "FREEZE_DEFAULT_BLOCKS",
     "LOWER_IS_BETTER",
     "Config",
     "DataConfig",
@@ -57,14 +55,31 @@ __all__ = [
     "nest_keys",
     "parse_overrides",
     "section_of",
+    "with_defaults",
 ]
 
 
 def config_class(task: Any) -> type[Config]:
-    """The Config class of a task name; an unknown name is a ConfigError listing the known ones."""
+    """The Config class of a task name, with the `method` section of the registered methods; an
+    unknown name is a ConfigError listing the known ones."""
     if not isinstance(task, str) or task not in TASKS:
         raise ConfigError(f"key 'task' has invalid value {task!r}: choose one of {', '.join(TASKS)}")
-    return TASKS[task].config_class
+    return _with_methods(TASKS[task].config_class, method_section())
+
+
+@lru_cache
+def _with_methods(cls: type[Config], section: type[MethodConfig]) -> type[Config]:
+    return create_model(cls.__name__, __base__=cls, __module__=cls.__module__,
+                        method=(section, Field(default_factory=section)))
+
+
+def with_defaults(cfg: Config) -> Config:
+    """A copy with the method-dependent defaults filled in (the learning rate): the config a run folder records."""
+    if cfg.train.learning_rate is not None:
+        return cfg
+    resolved = cfg.model_copy(deep=True)
+    resolved.train.learning_rate = METHODS[cfg.method.name].learning_rate
+    return resolved
 
 
 def data_fields(cls: type[Config]) -> dict[str, Any]:
@@ -150,7 +165,9 @@ def _format_errors(err: ValidationError, source: str, cls: type[Config]) -> str:
 def build_config(data: dict[str, Any] | Config, source: str = "config") -> Config:
     """Validate a plain dict with its task's Config class (or pass a Config through); ConfigError on any problem."""
     if isinstance(data, Config):
-        return data
+        if type(data) is config_class(data.task):
+            return data
+        data = data.model_dump(mode="json")  # a task's own class, without the registered methods' keys
     try:
         cls, data = _task_class(data)
     except ConfigError as err:

@@ -4,8 +4,9 @@
     python -m lmtune.reference --write    rewrite it in README.md, between its two markers
     python -m lmtune.reference --check    exit 1 if README.md's copy differs (a test runs this)
 
-The shared sections come from `lmtune.schema`, each task's `data` keys from its Config class in
-the task registry, so a key added anywhere shows up here with the description it was given.
+The shared sections come from `lmtune.schema`, the `method` keys and the Methods table from the
+method registry, each task's `data` keys from its Config class in the task registry, so a key,
+task or method added anywhere shows up here with the description it was given.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+from lmtune.config import config_class
+from lmtune.models.methods import METHODS
 from lmtune.schema import Config, DataConfig
 from lmtune.tasks import DEFAULT_TASK, TASKS
 
@@ -63,13 +66,18 @@ def _rows(section: type[BaseModel], prefix: str, skip: frozenset[str] | set[str]
 
 def config_reference() -> str:
     header = ["| key | default | meaning |", "|---|---|---|"]
+    config = config_class(DEFAULT_TASK)
     lines = ["### Keys of every task", "", *header]
-    lines += _rows(Config, "", skip={"data"}, defaults=TASKS[DEFAULT_TASK].config_class)
+    lines += _rows(Config, "", skip={"data"}, defaults=config)
     lines += _rows(DataConfig, "data.")
     for name in ("model", "method", "train", "eval", "output", "search"):
-        annotation = Config.model_fields[name].annotation
+        annotation = config.model_fields[name].annotation
         assert isinstance(annotation, type) and issubclass(annotation, BaseModel)
         lines += _rows(annotation, f"{name}.")
+    lines += ["", "### Methods", "", "| `method.name` | default `train.learning_rate` | trains | saves |", "|---|---|---|---|"]
+    for m in METHODS.values():
+        saves = "a PEFT adapter (`output.merge_lora`: and a merged model)" if m.adapter else "the whole model"
+        lines.append(f"| `{m.name}` | {m.learning_rate:g} | {m.trains} | {saves} |")
     common = set(DataConfig.model_fields)
     for task in TASKS.values():
         default = " (the default task)" if task.name == DEFAULT_TASK else ""

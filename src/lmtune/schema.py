@@ -6,7 +6,6 @@ in its module under `tasks/`; `lmtune.config` picks the task's class and validat
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
 import yaml
@@ -14,10 +13,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lmtune.errors import ConfigError
 
-# Where a user sets nothing: a learning rate that suits each method (measured; see the README's
-# config reference), and the blocks `freeze` trains.
-DEFAULT_LEARNING_RATES = {"full": 5e-5, "freeze": 5e-4, "lora": 1e-3, "dora": 1e-3, "ia3": 1e-2}
-FREEZE_DEFAULT_BLOCKS = 2
 LOWER_IS_BETTER = {"loss", "perplexity", "mse", "rmse", "mae", "hamming_loss"}
 
 
@@ -56,47 +51,10 @@ class DataConfig(Section):
 
 
 class MethodConfig(Section):
-    name: Literal["full", "freeze", "lora", "dora", "ia3"] = Field(
-        "full", description="full (every parameter trains), freeze (chosen blocks), or a PEFT adapter: lora, dora, ia3."
-    )
-    trainable_layers: int | None = Field(
-        None, ge=0, description=f"freeze: train the last N transformer blocks; the last {FREEZE_DEFAULT_BLOCKS} when nothing else is chosen."
-    )
-    layers: str | None = Field(None, description="freeze: block indices and ranges to train, e.g. '0-1,10-11'.")
-    modules: list[str] = Field(default_factory=list, description="freeze: regexes of parameter names to train.")
-    train_embeddings: bool = Field(False, description="freeze: also train the embeddings.")
-    lora_rank: int = Field(8, gt=0, description="lora, dora: rank of the low-rank update.")
-    lora_alpha: float = Field(16.0, gt=0, description="lora, dora: the update is scaled by lora_alpha / lora_rank.")
-    lora_dropout: float = Field(
-        0.0, ge=0, lt=1, description="lora, dora: dropout on the adapter's input; 0 (PEFT's default) measured as good and faster."
-    )
-    lora_target_modules: list[str] | None = Field(
-        None, description="lora, dora: module names to adapt (PEFT names).",
-        json_schema_extra={"shown_default": "every linear layer of the blocks"},
-    )
-    ia3_target_modules: list[str] | None = Field(
-        None, description="ia3: module names to scale (PEFT names).",
-        json_schema_extra={"shown_default": "the attention key/value (or fused query-key-value) and feed-forward output linears of every block"},
-    )
-    ia3_feedforward_modules: list[str] | None = Field(
-        None, description="ia3: those of ia3_target_modules scaled at their input rather than their output.",
-        json_schema_extra={"shown_default": "the feed-forward output linears among the targets"},
-    )
+    """`method`: which fine-tuning method. Each method (an entry of `lmtune.models.methods.METHODS`)
+    brings its own keys; `lmtune.config` validates the section with every registered method's keys."""
 
-    @model_validator(mode="after")
-    def _freeze_needs_a_choice(self) -> MethodConfig:
-        if self.layers is not None and not re.fullmatch(r"\s*\d+(\s*-\s*\d+)?(\s*,\s*\d+(\s*-\s*\d+)?)*\s*", self.layers):
-            raise ValueError(f"method.layers={self.layers!r} is not a list of indices and ranges such as '0-1,10-11'")
-        return self
-
-    @model_validator(mode="after")
-    def _ia3_feedforward_among_targets(self) -> MethodConfig:
-        if self.ia3_feedforward_modules is not None:
-            if self.ia3_target_modules is None:
-                raise ValueError("method.ia3_feedforward_modules is set without method.ia3_target_modules: name the targets too")
-            if extra := sorted(set(self.ia3_feedforward_modules) - set(self.ia3_target_modules)):
-                raise ValueError(f"method.ia3_feedforward_modules names {extra}, which are not in method.ia3_target_modules")
-        return self
+    name: str = Field("full", description="The fine-tuning method; the Methods table below says what each one trains.")
 
 
 class TrainConfig(Section):
@@ -106,7 +64,7 @@ class TrainConfig(Section):
     gradient_accumulation_steps: int = Field(1, gt=0, description="Micro-batches per optimizer step.")
     learning_rate: float | None = Field(
         None, gt=0, description="Peak learning rate; the log says which was used and where it came from.",
-        json_schema_extra={"shown_default": "by method: " + ", ".join(f"{m} {lr:g}" for m, lr in DEFAULT_LEARNING_RATES.items())},
+        json_schema_extra={"shown_default": "the method's (Methods, below)"},
     )
     head_learning_rate: float | None = Field(None, gt=0, description="Learning rate of the new head.",
                                              json_schema_extra={"shown_default": "learning_rate"})
@@ -172,7 +130,7 @@ class OutputConfig(Section):
     dir: str = Field("runs/run", description="The run folder (for lmtune search: the search folder, with one run per trial).")
     overwrite: bool = Field(False, description="Replace an existing run folder.")
     save_final: bool = Field(True, description="Write final/ (the last weights) besides best/.")
-    merge_lora: bool = Field(False, description="lora, dora, ia3: also write merged/, a plain model with the adapter merged in.")
+    merge_lora: bool = Field(False, description="Methods that save an adapter (Methods, below): also write merged/, a plain model with the adapter merged in.")
     report: bool = Field(True, description="Write report.md with plots (loss, metrics, confusion matrix, ROC) at the end.")
 
 
@@ -252,14 +210,6 @@ class Config(Section):
         if not self.data.train:
             raise ValueError("data.train is required (a data file, datasets folder or hub name)")
         return self
-
-    def with_defaults(self) -> Config:
-        """A copy with the method-dependent defaults filled in: the config a run folder records."""
-        if self.train.learning_rate is not None:
-            return self
-        resolved = self.model_copy(deep=True)
-        resolved.train.learning_rate = DEFAULT_LEARNING_RATES[self.method.name]
-        return resolved
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

@@ -12,10 +12,10 @@ from safetensors.torch import load_file
 
 import lmtune
 from conftest import make_config
-from lmtune.config import MethodConfig, ModelConfig, build_config
+from lmtune.config import ModelConfig, build_config
 from lmtune.errors import ConfigError
-from lmtune.models.freeze import apply_freeze, parse_layer_spec
-from lmtune.models.ia3 import apply_ia3
+from lmtune.models.freeze import FreezeOptions, apply_freeze, parse_layer_spec
+from lmtune.models.ia3 import IA3Options, apply_ia3
 from lmtune.models.loading import load_classifier, load_tokenizer
 from lmtune.models.methods import METHODS
 from lmtune.models.parts import find_parts, ia3_target_names
@@ -92,18 +92,18 @@ def test_parse_layer_spec_and_errors():
 
 def test_freeze_defaults_and_errors(tiny_models):
     model = fresh_classifier(tiny_models["bert"])
-    names = apply_freeze(model, MethodConfig(name="freeze"), ["classifier"])
+    names = apply_freeze(model, FreezeOptions(), ["classifier"])
     assert {n.split(".")[3] for n in names if n.startswith("bert.encoder.layer.")} == {"2", "3"}
     assert any(n.startswith("classifier.") for n in names) and not any("embeddings" in n for n in names)
     with pytest.raises(ConfigError, match="matches no parameter"):
-        apply_freeze(model, MethodConfig(name="freeze", modules=["no_such_module"]))
+        apply_freeze(model, FreezeOptions(modules=["no_such_module"]))
     with pytest.raises(ConfigError, match="only 4 blocks"):
-        apply_freeze(model, MethodConfig(name="freeze", trainable_layers=9))
+        apply_freeze(model, FreezeOptions(trainable_layers=9))
 
 
 def test_freeze_by_pattern_and_embeddings(tiny_models):
     model = fresh_classifier(tiny_models["bert"])
-    names = apply_freeze(model, MethodConfig(name="freeze", modules=[r"attention\.self\.query"], train_embeddings=True), ["classifier"])
+    names = apply_freeze(model, FreezeOptions(modules=[r"attention\.self\.query"], train_embeddings=True), ["classifier"])
     assert any("embeddings.word_embeddings" in n for n in names)
     assert any("layer.2.attention.self.query" in n for n in names)
     assert not any("intermediate" in n for n in names)
@@ -257,13 +257,13 @@ def test_ia3_targets_keys_values_and_feed_forward_outputs(tiny_models):
 
 
 def test_ia3_chosen_targets_and_errors(tiny_models):
-    chosen = MethodConfig(name="ia3", ia3_target_modules=["v_proj", "down_proj"])
+    chosen = IA3Options(ia3_target_modules=["v_proj", "down_proj"])
     model = apply_ia3(fresh_classifier(tiny_models["llama"]), chosen)
     ia3 = model.peft_config["default"]
     assert ia3.target_modules == {"v_proj", "down_proj"} and ia3.feedforward_modules == {"down_proj"}  # as found by shape
     assert sum("ia3_l" in n for n, _ in model.named_parameters()) == 8
     with pytest.raises(ConfigError, match="ia3_target_modules"):
-        apply_ia3(fresh_classifier(tiny_models["llama"]), MethodConfig(name="ia3", ia3_target_modules=["no_such_layer"]))
+        apply_ia3(fresh_classifier(tiny_models["llama"]), IA3Options(ia3_target_modules=["no_such_layer"]))
     base = {"model": {"name_or_path": "m"}, "data": {"train": "t.csv"}}
     with pytest.raises(ConfigError, match="without method.ia3_target_modules"):
         build_config({**base, "method": {"name": "ia3", "ia3_feedforward_modules": ["down_proj"]}})

@@ -5,13 +5,47 @@ from __future__ import annotations
 import logging
 import re
 
+from pydantic import Field, model_validator
 from torch import nn
 
 from lmtune.errors import ConfigError
 from lmtune.models.parts import Parts, find_parts
-from lmtune.schema import FREEZE_DEFAULT_BLOCKS, MethodConfig
+from lmtune.schema import Section
 
 log = logging.getLogger("lmtune")
+
+FREEZE_DEFAULT_BLOCKS = 2  # the blocks `freeze` trains when nothing is chosen
+
+
+class FreezeOptions(Section):
+    """The `method` keys of `freeze`."""
+
+    trainable_layers: int | None = Field(
+        None, ge=0, description=f"freeze: train the last N transformer blocks; the last {FREEZE_DEFAULT_BLOCKS} when nothing else is chosen."
+    )
+    layers: str | None = Field(None, description="freeze: block indices and ranges to train, e.g. '0-1,10-11'.")
+    modules: list[str] = Field(default_factory=list, description="freeze: regexes of parameter names to train.")
+    train_embeddings: bool = Field(False, description="freeze: also train the embeddings.")
+
+    @model_validator(mode="after")
+    def _layers_are_a_spec(self) -> FreezeOptions:
+        if self.layers is not None and not re.fullmatch(r"\s*\d+(\s*-\s*\d+)?(\s*,\s*\d+(\s*-\s*\d+)?)*\s*", self.layers):
+            raise ValueError(f"method.layers={self.layers!r} is not a list of indices and ranges such as '0-1,10-11'")
+        return self
+
+
+def describe_freeze(cfg: FreezeOptions) -> str:
+    """The report's sentence for a `freeze` config."""
+    parts = []
+    if cfg.trainable_layers is not None:
+        parts.append(f"the last {cfg.trainable_layers} blocks")
+    if cfg.layers:
+        parts.append(f"blocks {cfg.layers}")
+    if cfg.modules:
+        parts.append("parameters matching " + ", ".join(f"`{x}`" for x in cfg.modules))
+    if cfg.train_embeddings:
+        parts.append("the embeddings")
+    return "freeze: trains " + (", ".join(parts) if parts else f"the last {FREEZE_DEFAULT_BLOCKS} blocks") + " (and a new head)"
 
 
 def parse_layer_spec(spec: str, num_blocks: int) -> list[int]:
@@ -30,7 +64,7 @@ def parse_layer_spec(spec: str, num_blocks: int) -> list[int]:
     return sorted(chosen)
 
 
-def chosen_blocks(cfg: MethodConfig, num_blocks: int) -> list[int]:
+def chosen_blocks(cfg: FreezeOptions, num_blocks: int) -> list[int]:
     blocks: set[int] = set()
     if cfg.trainable_layers is not None:
         if cfg.trainable_layers > num_blocks:
@@ -43,7 +77,7 @@ def chosen_blocks(cfg: MethodConfig, num_blocks: int) -> list[int]:
     return sorted(blocks)
 
 
-def apply_freeze(model: nn.Module, cfg: MethodConfig, new_head: list[str] | None = None) -> list[str]:
+def apply_freeze(model: nn.Module, cfg: FreezeOptions, new_head: list[str] | None = None) -> list[str]:
     """Set requires_grad so only the chosen parts train; returns the names of trainable parameters.
 
     `new_head` (a freshly initialised classifier) always trains; a pretrained LM head does not

@@ -7,11 +7,40 @@ fully. Both kinds fold exactly into the weights, so the adapter merges into a pl
 
 from __future__ import annotations
 
+from pydantic import Field, model_validator
 from torch import nn
 
 from lmtune.errors import ConfigError
 from lmtune.models.parts import find_parts, ia3_target_names
-from lmtune.schema import MethodConfig
+from lmtune.schema import Section
+
+
+class IA3Options(Section):
+    """The `method` keys of `ia3`."""
+
+    ia3_target_modules: list[str] | None = Field(
+        None, description="ia3: module names to scale (PEFT names).",
+        json_schema_extra={"shown_default": "the attention key/value (or fused query-key-value) and feed-forward output linears of every block"},
+    )
+    ia3_feedforward_modules: list[str] | None = Field(
+        None, description="ia3: those of ia3_target_modules scaled at their input rather than their output.",
+        json_schema_extra={"shown_default": "the feed-forward output linears among the targets"},
+    )
+
+    @model_validator(mode="after")
+    def _feedforward_among_targets(self) -> IA3Options:
+        if self.ia3_feedforward_modules is not None:
+            if self.ia3_target_modules is None:
+                raise ValueError("method.ia3_feedforward_modules is set without method.ia3_target_modules: name the targets too")
+            if extra := sorted(set(self.ia3_feedforward_modules) - set(self.ia3_target_modules)):
+                raise ValueError(f"method.ia3_feedforward_modules names {extra}, which are not in method.ia3_target_modules")
+        return self
+
+
+def describe_ia3(cfg: IA3Options) -> str:
+    """The report's sentence for an `ia3` config."""
+    default = "the key/value and feed-forward output linears of the blocks"
+    return f"(IA)³ scaling vectors on {', '.join(cfg.ia3_target_modules) if cfg.ia3_target_modules else default}"
 
 
 def _matches(name: str, pattern: str) -> bool:
@@ -34,7 +63,7 @@ def _parameter_holders(model: nn.Module, names: list[str]) -> list[str]:
     return holders
 
 
-def apply_ia3(model: nn.Module, cfg: MethodConfig, task_type: str = "SEQ_CLS", new_head: list[str] | None = None) -> nn.Module:
+def apply_ia3(model: nn.Module, cfg: IA3Options, task_type: str = "SEQ_CLS", new_head: list[str] | None = None) -> nn.Module:
     """Wrap the model with an (IA)^3 adapter; returns the PEFT model."""
     from peft import IA3Config, TaskType, get_peft_model
 

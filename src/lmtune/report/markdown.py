@@ -18,6 +18,7 @@ from lmtune.eval.metrics import scalar_metrics
 from lmtune.figures.curves import loss_plot, metric_plots
 from lmtune.figures.markdown import cell, image, number, table
 from lmtune.files import write_text
+from lmtune.models.methods import METHODS
 from lmtune.run_dir import RunDir, RunStatus
 from lmtune.tasks import TASKS
 
@@ -117,27 +118,8 @@ def _header(run: RunFiles) -> str:
 
 
 def _method(cfg: Config) -> str:
-    m = cfg.method
-    if m.name == "full":
-        return "full fine-tuning (every parameter trains)"
-    if m.name in ("lora", "dora"):
-        targets = ", ".join(m.lora_target_modules) if m.lora_target_modules else "every linear layer of the blocks"
-        kind = "LoRA" if m.name == "lora" else "DoRA (weight-decomposed LoRA)"
-        return f"{kind}, rank {m.lora_rank}, alpha {number(m.lora_alpha)}, dropout {number(m.lora_dropout)}, on {targets}"
-    if m.name == "ia3":
-        default = "the key/value and feed-forward output linears of the blocks"
-        targets = ", ".join(m.ia3_target_modules) if m.ia3_target_modules else default
-        return f"(IA)³ scaling vectors on {targets}"
-    parts = []
-    if m.trainable_layers is not None:
-        parts.append(f"the last {m.trainable_layers} blocks")
-    if m.layers:
-        parts.append(f"blocks {m.layers}")
-    if m.modules:
-        parts.append("parameters matching " + ", ".join(f"`{x}`" for x in m.modules))
-    if m.train_embeddings:
-        parts.append("the embeddings")
-    return "freeze: trains " + (", ".join(parts) if parts else "the head only") + " (and the new head)"
+    method = METHODS.get(cfg.method.name)
+    return method.describe(cfg.method) if method else f"`{cfg.method.name}`"
 
 
 def _setup(run: RunFiles) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from lmtune.config import Config, build_config, load_config
+from lmtune.config import Config, build_config, load_config, with_defaults
 from lmtune.errors import Interrupted, Pruned, TrainingError
 from lmtune.models.methods import METHODS
 from lmtune.models.saving import save_model
@@ -71,7 +71,7 @@ def _train(config: Config | dict[str, Any] | str | Path, early: logging.handlers
     from accelerate.utils import set_seed
 
     given = load_config(config) if isinstance(config, (str, Path)) else build_config(config)
-    cfg = given.with_defaults()
+    cfg = with_defaults(given)
     folder = RunDir(cfg.output.dir)
     check_creatable(folder.path, "output.dir")
     checkpoint = find_checkpoint(cfg)

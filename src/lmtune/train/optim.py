@@ -31,7 +31,7 @@ OPTIMIZERS: dict[str, tuple[type[torch.optim.Optimizer], Callable[[TrainConfig],
 
 def parameter_groups(model: nn.Module, cfg: TrainConfig, head_prefixes: list[str]) -> list[dict[str, Any]]:
     """Biases and norm weights get no weight decay; the head may get its own learning rate."""
-    assert cfg.learning_rate is not None, "Config.with_defaults() sets it"
+    assert cfg.learning_rate is not None, "config.with_defaults() sets it"
     head_lr = cfg.head_learning_rate or cfg.learning_rate
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
