@@ -6,10 +6,10 @@ import pytest
 import yaml
 
 from lmtune.config import ModelConfig, TrainConfig, build_config, load_config, parse_overrides, with_defaults
-from lmtune.models.freeze import FreezeOptions
-from lmtune.models.methods import METHODS
 from lmtune.data.classification import ClassificationSection
 from lmtune.errors import ConfigError
+from lmtune.models.freeze import FreezeOptions
+from lmtune.models.methods import METHODS
 from lmtune.tasks.classification import ClassificationConfig
 
 REQUIRED = ["model.name_or_path=some-model", "data.train=train.csv"]

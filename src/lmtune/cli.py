@@ -234,7 +234,7 @@ def _merge(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from lmtune.serve.options import ServeOptions
+    from lmtune.serve.options import ServeOptions, is_loopback
     from lmtune.serve.server import serve
 
     key = args.api_key if args.api_key is not None else os.environ.get("LMTUNE_API_KEY")
@@ -243,7 +243,7 @@ def _serve(args: argparse.Namespace) -> int:
         forward_batch_size=args.forward_batch_size, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, timeout=args.timeout, max_body_bytes=args.max_body_bytes,
         max_tokens=args.max_tokens,
     )
-    if args.host not in ("127.0.0.1", "localhost", "::1") and not key:
+    if not is_loopback(args.host) and not key:
         print(f"lmtune serve: warning: --host {args.host} takes requests from other machines and no --api-key is set",
               file=sys.stderr)
     if args.engine == "vllm":

@@ -130,3 +130,9 @@ def test_bad_options_and_a_taken_port_fail_fast_with_exit_2(long_lm, tmp_path):
     assert r.returncode == 2 and "--port 0" in r.stderr
     r = run(str(tmp_path / "no-such-model"))
     assert r.returncode == 2 and "no-such-model" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_loopback_hosts_need_no_key():
+    from lmtune.serve.options import is_loopback
+    assert all(is_loopback(h) for h in ("127.0.0.1", "localhost", "::1", "[::1]"))
+    assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "192.168.1.4", "example.com"))

@@ -106,6 +106,9 @@ def test_launch_refuses_an_invalid_config_and_a_used_folder(client, workspace):
 
 def test_another_host_header_is_refused(client):
     assert client.get("/api/workspace", headers={"Host": "attacker.example"}).status_code == 403
+    assert client.get("/api/workspace", headers={"Host": "attacker.example:8000"}).status_code == 403
+    for local in ("localhost:8000", "127.0.0.1:8000", "[::1]:8000", "[::1]"):
+        assert client.get("/api/workspace", headers={"Host": local}).status_code == 200, local
 
 
 def test_the_token_guards_every_page_and_call(workspace):

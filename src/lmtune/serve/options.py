@@ -6,6 +6,13 @@ from dataclasses import dataclass
 
 from lmtune.errors import LmtuneError
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})  # this machine only: `lmtune serve` and `lmtune ui` need no key
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a host name or address (an IPv6 one with or without its brackets) reaches this machine only."""
+    return host.strip("[]") in LOOPBACK_HOSTS
+
 
 @dataclass(frozen=True)
 class ServeOptions:

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import yaml
 from fastapi import FastAPI, Request
@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from lmtune.config import DEFAULT_TASK, config_class, config_problems
 from lmtune.errors import LmtuneError
 from lmtune.run_dir import RunDir, SearchDir, find_model_dir
+from lmtune.serve.options import is_loopback
 from lmtune.tasks import TASKS
 from lmtune.ui import runs as run_info
 from lmtune.ui.data_summary import summarize
@@ -38,7 +39,6 @@ from lmtune.ui.trying import Tryouts
 from lmtune.ui.workspace import UiError, Workspace
 
 COOKIE = "lmtune_ui_token"
-LOCAL_HOSTS = {"127.0.0.1", "localhost", "[::1]"}
 
 
 def build_app(options: UiOptions) -> FastAPI:
@@ -322,8 +322,8 @@ class TokenGate:
             await self.app(scope, receive, send)
             return
         request = Request(scope)
-        host = (request.headers.get("host") or "").rsplit(":", 1)[0]
-        if host not in LOCAL_HOSTS and host != scope.get("server", ("",))[0]:
+        host = urlsplit("//" + (request.headers.get("host") or "")).hostname or ""  # "[::1]:8000" -> "::1"
+        if not is_loopback(host) and host != scope.get("server", ("",))[0]:
             await JSONResponse({"error": f"host {host!r} is not this machine"}, status_code=403)(scope, receive, send)
             return
         if self.token is None:

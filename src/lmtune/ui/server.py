@@ -8,6 +8,7 @@ import sys
 
 from lmtune.errors import ConfigError
 from lmtune.paths import check_creatable
+from lmtune.serve.options import is_loopback
 from lmtune.serve.server import claim_port
 from lmtune.ui.app import build_app
 from lmtune.ui.options import UiOptions
@@ -18,7 +19,7 @@ TOKEN_ENV = "LMTUNE_UI_TOKEN"
 def resolve_token(given: str | None, host: str) -> str | None:
     """--token, else LMTUNE_UI_TOKEN; on an address other machines reach, a fresh one is made if neither is set."""
     token = given or os.environ.get(TOKEN_ENV) or None
-    if token is None and host not in ("127.0.0.1", "localhost", "::1"):
+    if token is None and not is_loopback(host):
         token = secrets.token_urlsafe(24)
     return token
 
