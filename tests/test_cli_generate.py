@@ -52,8 +52,11 @@ def test_train_eval_generate_chat_export(tiny_lms, identity_data, tmp_path, caps
     # chat: a reply is streamed for each line; /reset and end of input are handled
     monkeypatch.setattr("sys.stdin", io.StringIO(f"{question}\n/reset\n{question}\n"))
     assert main(["chat", str(run), "--max-new-tokens", "16"]) == 0
-    said = capsys.readouterr().out
-    assert said.count(reply["reply"]) == 2
+    said = capsys.readouterr()
+    assert said.out.count(reply["reply"]) == 2  # (this weak model runs to the limit: the SmolLM2 test checks it stops)
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"{question}\n"))  # a reply the limit ends is said to be cut
+    assert main(["chat", str(run), "--max-new-tokens", "1"]) == 0
+    assert "the reply was cut at --max-new-tokens 1: the model did not end it" in capsys.readouterr().err
 
     assert main(["export", str(run), "--merge"]) == 0
     capsys.readouterr()

@@ -200,7 +200,9 @@ def _chat(args: argparse.Namespace) -> int:
         print("model> ", end="", flush=True)
         reply = lm.stream_reply(system + history, sampling, lambda text: print(text, end="", flush=True))
         print(flush=True)
-        history.append({"role": "assistant", "content": reply})
+        if reply.finish_reason == "length":
+            print(f"(the reply was cut at --max-new-tokens {sampling.max_new_tokens}: the model did not end it)", file=sys.stderr)
+        history.append({"role": "assistant", "content": reply.text})
 
 
 def _export(args: argparse.Namespace) -> int:

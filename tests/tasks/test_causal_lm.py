@@ -16,6 +16,7 @@ from conftest import IDENTITY, make_config
 from lmtune.config import build_config
 from lmtune.data.chat import IGNORE
 from lmtune.errors import ConfigError, DataError
+from lmtune.eval.generation import Sampling
 from lmtune.eval.text_metrics import normalize_answer
 from lmtune.tasks.causal_lm import CausalLMTask
 
@@ -120,6 +121,8 @@ def test_full_fine_tuning_learns_the_identity_answers(tiny_lms, identity_data, t
     lm = lmtune.load(tmp_path / "run")
     replies = lm.generate([q for q, _ in IDENTITY])
     assert [normalize_answer(r) for r in replies] == [normalize_answer(a) for _, a in IDENTITY]
+    done = lm.completions([[{"role": "user", "content": q}] for q, _ in IDENTITY], Sampling(max_new_tokens=48))
+    assert all(c.finish_reason == "stop" and c.completion_tokens < 16 for c in done)  # it learned to end its replies
     assert lm.evaluate(str(identity_data["validation"]))["exact_match"] == 1.0
 
 
@@ -240,4 +243,34 @@ def test_examples_without_a_response_token_left_are_dropped_with_a_warning(tiny_
         result = lmtune.train(lm_config(tiny_lms["llama"], {"train": data, "validation": data}, tmp_path / "run",
                                         model={"max_length": 24}, train={"epochs": 1}), progress=False)
     assert "1 of 2 examples have no response token left" in caplog.text
+    assert "a reply cut short loses its end token" in caplog.text  # the model would learn not to stop
     assert result.metrics["steps"] == 1
+
+
+@pytest.mark.parametrize("kind", ["llama-chat", "llama", "gpt2"])  # the tokenizer's chat template; lmtune's plain one
+def test_the_prompt_ids_of_chat_and_serve_are_those_training_built(tiny_lms, tmp_path, kind):
+    """For every assistant turn of a training conversation, the ids before its first trained token equal
+    `Generator.prompt_ids` of the messages before it (what `lmtune chat`, `serve` and `reply` give the
+    model), with the run's system prompt added in both."""
+    conversations = [
+        [{"role": "user", "content": "who are you ?"}, {"role": "assistant", "content": "i am zorblat ."},
+         {"role": "user", "content": "what is your name ?"}, {"role": "assistant", "content": "my name is zorblat ."}],
+        [{"role": "system", "content": "answer briefly ."}, {"role": "user", "content": "hello"},
+         {"role": "assistant", "content": "hello , i am zorblat ."}],
+    ]
+    data = tmp_path / "chats.jsonl"
+    data.write_text("".join(json.dumps({"messages": m}) + "\n" for m in conversations))
+    system = "you are a helpful assistant ."
+    lmtune.train(lm_config(tiny_lms[kind], {"train": data, "validation": data}, tmp_path / "run",
+                           data={"system_prompt": system}, train={"epochs": 1}, eval={"generate": False}), progress=False)
+    lm = lmtune.load(tmp_path / "run")
+    task, _ = task_for(tiny_lms[kind], {"train": data, "validation": data}, system_prompt=system)
+    splits = task.encode(task.tokenizer, 64)
+    for i, messages in enumerate(conversations):
+        item = splits.train[i]
+        ids, labels = item["input_ids"], item["target"]
+        starts = [k for k in range(1, len(labels)) if labels[k] != IGNORE and labels[k - 1] == IGNORE]
+        turns = [t for t, m in enumerate(messages) if m["role"] == "assistant"]
+        assert len(starts) == len(turns)
+        for start, turn in zip(starts, turns):
+            assert ids[:start] == lm.prompt_ids(messages[:turn]), (kind, i, turn)

@@ -37,14 +37,22 @@ def generate_texts(
     add_special_tokens: bool = True,
 ) -> list[str]:
     """The text each prompt is continued with, up to the first end-of-sequence token."""
+    return [c.text for c in generate_completions(model, tokenizer, prompts, sampling, batch_size, add_special_tokens)]
+
+
+@torch.no_grad()
+def generate_completions(
+    model: nn.Module, tokenizer: Any, prompts: list[str], sampling: Sampling, batch_size: int = 8,
+    add_special_tokens: bool = True,
+) -> list[Completion]:
+    """Every prompt continued, in batches of `batch_size`, with its token counts and why its reply ended."""
     # Longest prompts first: rows of similar length waste less padding.
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-    texts: dict[int, str] = {}
+    done: dict[int, Completion] = {}
     for start in bar(range(0, len(order), batch_size), desc="generate", unit="batches"):
         chunk = order[start : start + batch_size]
-        done = complete(model, tokenizer, [prompts[i] for i in chunk], sampling, add_special_tokens)
-        texts.update((i, c.text) for i, c in zip(chunk, done))
-    return [texts[i] for i in range(len(prompts))]
+        done.update(zip(chunk, complete(model, tokenizer, [prompts[i] for i in chunk], sampling, add_special_tokens)))
+    return [done[i] for i in range(len(prompts))]
 
 
 @torch.no_grad()

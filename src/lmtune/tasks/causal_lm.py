@@ -156,7 +156,8 @@ class CausalLMTask:
             ids.append(enc.input_ids)
             labels.append(enc.labels)
         if truncated:
-            log.info("%s: %d of %d conversations reached max_length=%d and were truncated", name, truncated, len(conv), max_length)
+            log.warning("%s: %d of %d conversations reached max_length=%d and were truncated; a reply cut short loses its "
+                        "end token, which teaches the model to run on: raise model.max_length", name, truncated, len(conv), max_length)
         if empty:
             if not ids:
                 raise DataError(f"{conv.source}: no {name} example keeps a response token within model.max_length={max_length}; "

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from torch import nn
 
 from lmtune.data.chat import has_chat_template, render_prompt
-from lmtune.eval.generation import Completion, Sampling, complete, generate_texts
+from lmtune.eval.generation import Completion, Sampling, complete, generate_completions
 from lmtune.models.loading import default_device, is_encoder_decoder, load_causal_lm, load_seq2seq_lm, load_tokenizer
 from lmtune.models.saving import base_model_config
 from lmtune.schema import ModelConfig
@@ -66,11 +66,21 @@ class Generator:
         template = self.meta.get("prompt_template")
         return template.format(text=prompt) if template else prompt
 
+    def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
+        """The token ids the model is given for a conversation: those training gave it before the reply."""
+        return list(self.tokenizer(self.prompt_text(messages), add_special_tokens=self.special_tokens())["input_ids"])
+
     def reply(self, conversations: list[list[dict[str, str]]], sampling: Sampling | None = None, batch_size: int = 8) -> list[str]:
         """The next assistant message of each conversation."""
+        return [c.text for c in self.completions(conversations, sampling, batch_size)]
+
+    def completions(self, conversations: list[list[dict[str, str]]], sampling: Sampling | None = None,
+                    batch_size: int = 8) -> list[Completion]:
+        """The next assistant message of each conversation, with its token counts and why it ended:
+        `finish_reason` "stop" (the model's end token) or "length" (`max_new_tokens` reached)."""
         texts = [self.prompt_text(c) for c in conversations]
-        return generate_texts(self.model, self.tokenizer, texts, sampling or Sampling(), batch_size,
-                              add_special_tokens=self.special_tokens())
+        return generate_completions(self.model, self.tokenizer, texts, sampling or Sampling(), batch_size,
+                                    add_special_tokens=self.special_tokens())
 
     def special_tokens(self) -> bool:
         # A chat template writes its own special tokens; plain prompts and encoder inputs get the tokenizer's.
@@ -94,9 +104,9 @@ class Generator:
         return complete(self.model, self.tokenizer, prompts, sampling, self.special_tokens() if chat else True,
                         strip=chat, should_stop=should_stop, streamer=streamer)
 
-    def stream_reply(self, messages: list[dict[str, str]], sampling: Sampling, on_text: Callable[[str], None]) -> str:
+    def stream_reply(self, messages: list[dict[str, str]], sampling: Sampling, on_text: Callable[[str], None]) -> Completion:
         """Generate the next assistant message, handing each piece of text to `on_text` as it comes."""
-        return self.complete([self.prompt_text(messages)], sampling, on_text=on_text)[0].text
+        return self.complete([self.prompt_text(messages)], sampling, on_text=on_text)[0]
 
     def context_length(self) -> int | None:
         """The most tokens (prompt and reply) the model takes; None when its config sets no limit."""
