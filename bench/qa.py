@@ -127,7 +127,7 @@ def squad_subset(max_context_chars: int) -> dict[str, Any]:
 
 def write_splits(s: Settings, folder: Path) -> tuple[Path, Path]:
     """train.json and validation.json: the subset split by article exactly as lmtune splits it (data.validation_split)."""
-    from lmtune.tasks.extractive_qa import ExtractiveQASection, read_qa, split_by_group
+    from lmtune.data.qa import ExtractiveQASection, read_qa, split_by_group
 
     subset = squad_subset(s.max_context_chars)
     whole = folder / "subset.json"

@@ -14,20 +14,11 @@ import torch
 
 import lmtune
 from lmtune.config import build_config
+from lmtune.data.qa import ExtractiveQASection, QAExample, read_qa
+from lmtune.data.qa_windows import answer_tokens, encode_windows
 from lmtune.errors import ConfigError, DataError, ModelError
-from lmtune.tasks.extractive_qa import (
-    ExtractiveQAConfig,
-    ExtractiveQASection,
-    ExtractiveQATask,
-    QAExample,
-    QuestionAnswerer,
-    answer_tokens,
-    best_window_span,
-    encode_windows,
-    pick_answers,
-    read_qa,
-    span_losses,
-)
+from lmtune.eval.qa_spans import best_window_span, pick_answers, span_losses
+from lmtune.tasks.extractive_qa import ExtractiveQAConfig, ExtractiveQATask, QuestionAnswerer
 from toy import write_csv
 
 # --- a toy world: who lives where and works as what, among filler sentences -------------------

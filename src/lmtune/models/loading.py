@@ -154,6 +154,20 @@ def load_seq2seq_lm(cfg: ModelConfig, tokenizer: Any, dtype: torch.dtype = torch
     return from_pretrained(AutoModelForSeq2SeqLM, cfg, dtype)
 
 
+def load_qa_model(cfg: ModelConfig, tokenizer: Any = None) -> PreTrainedModel:
+    """The pretrained encoder with a fresh start/end head (AutoModelForQuestionAnswering), in fp32."""
+    from transformers import AutoModelForQuestionAnswering
+
+    if tokenizer is not None and not getattr(tokenizer, "is_fast", False):
+        raise ModelError(
+            f"task extractive_qa needs a fast tokenizer (one backed by the tokenizers library, with a tokenizer.json): it maps "
+            f"answers to tokens through character offsets, which only fast tokenizers give. The tokenizer of {cfg.name_or_path} "
+            f"is {type(tokenizer).__name__}, a slow one; convert it (AutoTokenizer.from_pretrained(..., use_fast=True), then "
+            f"save_pretrained) or choose a model that ships a fast tokenizer"
+        )
+    return from_pretrained(AutoModelForQuestionAnswering, cfg, torch.float32)
+
+
 def is_encoder_decoder(cfg: ModelConfig) -> bool:
     """Whether the model is an encoder-decoder, from its config alone (no weights are read)."""
     from transformers import AutoConfig
