@@ -202,6 +202,24 @@ def test_compare_two_runs_side_by_side(tab, workspace):
     tab.shot("compare")
 
 
+def test_the_search_form_follows_a_typed_yaml_and_shows_its_problems(tab, workspace):
+    """The search page's editor is the run page's: a YAML typed in the box fills the form, problems land at their rows."""
+    tab.open("new-search")
+    config = {**run_config(workspace), "search": {"n_trials": 5, "metric": "loss", "space": {
+        "train.learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+        "method.name": {"type": "categorical", "choices": ["full", "bogus"]}}}}
+    tab.page.fill("#search-yaml", yaml.safe_dump(config))
+    wait_until(lambda: tab.page.input_value('[name="search.n_trials"]') == "5", 10, "the form following the YAML", tab)
+    method = tab.page.locator('.space-row[data-key="search.space.method.name"]')
+    assert tab.page.locator(".space-row").count() == 2 and method.locator(".sp-choices").input_value() == "full, bogus"
+    method.locator(".problem").filter(has_text="'bogus'").wait_for()
+    assert tab.page.input_value('[name="search.metric"]') == "loss" and tab.page.locator("#search-launch").is_disabled()
+    method.locator(".sp-remove").click()  # the form's change is checked and written back to the YAML
+    wait_until(lambda: tab.page.locator("#search-launch").is_enabled(), 10, "the search passing its check", tab)
+    written = yaml.safe_load(tab.page.input_value("#search-yaml"))["search"]
+    assert list(written["space"]) == ["train.learning_rate"] and written["n_trials"] == 5
+
+
 def test_a_search_made_in_the_form_shows_its_trials_the_best_so_far_and_importances(tab, workspace):
     tab.open("new-search")
     tab.page.fill("#search-yaml", yaml.safe_dump(run_config(workspace, epochs=4)))

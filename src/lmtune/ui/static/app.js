@@ -1,39 +1,13 @@
-// The lmtune web app: one page, routed by the URL's hash; every value is put in with
-// textContent (never as HTML), so a file's or a run's text cannot run in the page.
+// The lmtune web app: one page, routed by the URL's hash. Builds on dom.js (elements, calls,
+// every value put in as text) and editor.js (the config editor of the New run and New search pages).
 "use strict";
 
 const main = document.getElementById("main");
 let timer = null;  // the current page's refresh, cleared when the page changes
 
-function h(tag, attrs = {}, ...children) {
-  const el = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === "class") el.className = v;
-    else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
-    else if (v !== null && v !== undefined && v !== false) el.setAttribute(k, v === true ? "" : v);
-  }
-  for (const c of children.flat()) if (c !== null && c !== undefined) el.append(c instanceof Node ? c : String(c));
-  return el;
-}
-
-async function api(path, options = {}) {
-  const response = await fetch(path, { headers: { "Content-Type": "application/json" }, ...options });
-  const body = await response.json().catch(() => ({ error: `${response.status} ${response.statusText}` }));
-  if (!response.ok) { const err = new Error(body.error || response.statusText); err.body = body; err.status = response.status; throw err; }
-  return body;
-}
-
-const q = params => new URLSearchParams(Object.entries(params).filter(([, v]) => v !== "" && v !== null && v !== undefined)).toString();
 // counts (steps, examples, parameters) as whole numbers; scores with 4 significant digits
 const metricText = (key, v) => v === undefined || v === null ? "" : /steps?$|parameters$|examples$/.test(key) ? String(Math.round(v)) : (+v).toPrecision(4);
-const errorBox = message => h("div", { class: "error", role: "alert" }, message);
 const duration = s => s === null || s === undefined ? "" : s >= 3600 ? `${Math.floor(s / 3600)} h ${Math.round(s % 3600 / 60)} min` : s >= 60 ? `${Math.floor(s / 60)} min ${s % 60} s` : `${s} s`;
-
-// A check whose answer is shown only if no later check was asked for meanwhile (answers can come back out of order).
-function latestOnly(check) {
-  let asked = 0;
-  return async body => { const mine = ++asked; const result = await check(body); return mine === asked ? result : null; };
-}
 
 function route() {
   clearInterval(timer);
@@ -128,87 +102,35 @@ async function newRunPage() {
   const formConfig = () => {
     const config = { task: task.value };
     for (const f of fields) {
-      const input = form.querySelector(`[name="${f.key}"]`);
-      let value = f.kind === "bool" ? input.value : input.value.trim();
-      if (value === "" || value === String(f.default ?? "")) continue;
-      if (f.kind === "int" || f.kind === "float") value = Number(value);
-      else if (f.kind === "bool") value = value === "true";
-      else if (/^[[{]/.test(value)) { try { value = JSON.parse(value); } catch { /* left as text: the check names it */ } }
+      const value = fieldValue(f, form);
+      if (value === undefined) continue;
       const [section, key] = f.key.split(".");
       (config[section] = config[section] || {})[key] = value;
     }
     return config;
   };
-  const fillForm = config => {
-    for (const f of fields) {
-      const [section, key] = f.key.split(".");
-      const value = (config[section] || {})[key];
-      const input = form.querySelector(`[name="${f.key}"]`);
-      input.value = value === undefined ? (f.kind === "bool" || f.kind === "choice" ? String(f.default) : "") : typeof value === "object" && value !== null ? JSON.stringify(value) : String(value);
-    }
-  };
-  const showProblems = problems => {
-    form.querySelectorAll(".field").forEach(el => { el.classList.remove("invalid"); el.querySelector(".problem").textContent = ""; });
-    const loose = [];
-    for (const p of problems) {
-      const field = form.querySelector(`.field[data-key="${p.key}"]`);
-      if (field) { field.classList.add("invalid"); field.querySelector(".problem").textContent = p.message; (field.closest("details") || {}).open = true; }
-      else loose.push(p.message);
-    }
-    messages.replaceChildren(...loose.map(errorBox));
-    launch.disabled = problems.length > 0;
-  };
-  const check = latestOnly(async body => {
-    try { return await api("/api/config/check", { method: "POST", body: JSON.stringify(body) }); }
-    catch (err) { messages.replaceChildren(errorBox(err.message)); launch.disabled = true; return null; }
-  });
-  const fromForm = async () => {
-    const result = await check({ config: formConfig() });
-    if (!result) return;
-    if (document.activeElement !== yamlBox) yamlBox.value = written = result.yaml;
-    showProblems(result.problems);
-  };
-  const fromYaml = async () => {
-    const result = await check({ yaml: yamlBox.value });
-    if (!result) return;
-    if (result.config.task && result.config.task !== task.value && ws.tasks.includes(result.config.task)) { task.value = result.config.task; await buildForm(); }
-    fillForm(result.config);
-    showProblems(result.problems);
-  };
   const buildForm = async () => {
     const spec = await api("/api/form?" + q({ task: task.value }));
     fields = spec.sections.flatMap(s => s.fields);
-    form.replaceChildren(...spec.sections.map(s => {
-      const field = f => h("div", { class: "field", "data-key": f.key },
-        h("label", { for: `f-${f.key}` }, f.key),
-        f.kind === "bool" || f.kind === "choice"
-          ? h("select", { id: `f-${f.key}`, name: f.key }, (f.kind === "bool" ? [true, false] : f.choices).map(c => h("option", { value: String(c), selected: String(c) === String(f.default) }, String(c))))
-          : h("input", { id: `f-${f.key}`, name: f.key, type: f.kind === "text" ? "text" : "number", step: f.kind === "float" ? "any" : "1", placeholder: f.default === null ? "" : String(f.default) }),
-        h("div", { class: "help" }, f.description), h("div", { class: "problem" }));
-      return h("div", { class: "card" }, h("h2", {}, s.name),
-        s.fields.filter(f => f.main).map(field),
-        h("details", {}, h("summary", {}, "more keys"), s.fields.filter(f => !f.main).map(field)));
-    }));
-    form.querySelectorAll("input, select").forEach(el => el.addEventListener("change", fromForm));
+    form.replaceChildren(...spec.sections.map(s => h("div", { class: "card" }, h("h2", {}, s.name),
+      s.fields.filter(f => f.main).map(fieldBox),
+      h("details", {}, h("summary", {}, "more keys"), s.fields.filter(f => !f.main).map(fieldBox)))));
+    editor.watch(form);
   };
-  let typing = null, written = null;
-  // a typed YAML is read back into the form, unless a form check has since written it (with the typing in it)
-  yamlBox.addEventListener("input", () => { clearTimeout(typing); typing = setTimeout(() => { if (yamlBox.value !== written) fromYaml(); }, 400); });
-  task.addEventListener("change", async () => { await buildForm(); fromForm(); });
-  loadFile.addEventListener("change", async () => { if (loadFile.files[0]) { yamlBox.value = await loadFile.files[0].text(); fromYaml(); } });
+  const editor = configEditor({
+    fields: form, yamlBox, messages, launch, checkPath: "/api/config/check",
+    formBody: () => ({ config: formConfig() }),
+    fillForm: async result => {
+      if (result.config.task && result.config.task !== task.value && ws.tasks.includes(result.config.task)) { task.value = result.config.task; await buildForm(); }
+      for (const f of fields) { const [section, key] = f.key.split("."); showValue(f, form, (result.config[section] || {})[key]); }
+    },
+    start: { path: "/api/runs", body: () => ({ yaml: yamlBox.value, run: runName.value }), then: started => { location.hash = "#/run?" + q({ path: started.run }); } },
+  });
+  task.addEventListener("change", async () => { await buildForm(); editor.fromForm(); });
+  loadFile.addEventListener("change", async () => { if (loadFile.files[0]) { yamlBox.value = await loadFile.files[0].text(); editor.fromYaml(); } });
   save.addEventListener("click", () => {
     const link = h("a", { href: URL.createObjectURL(new Blob([yamlBox.value], { type: "text/yaml" })), download: "config.yaml" });
     link.click();
-  });
-  launch.addEventListener("click", async () => {
-    launch.disabled = true;
-    try {
-      const started = await api("/api/runs", { method: "POST", body: JSON.stringify({ yaml: yamlBox.value, run: runName.value }) });
-      location.hash = "#/run?" + q({ path: started.run });
-    } catch (err) {
-      if (err.body && err.body.problems) showProblems(err.body.problems); else messages.replaceChildren(errorBox(err.message));
-      launch.disabled = false;
-    }
   });
   main.append(h("h1", {}, "New run"), h("div", { class: "card row" },
     h("div", {}, h("label", { for: "task" }, "task"), task),
@@ -216,7 +138,7 @@ async function newRunPage() {
     h("div", {}, h("label", { for: "yaml-file" }, "load a YAML file"), loadFile), save, launch), messages,
     h("div", { class: "cols" }, form, h("div", {}, h("div", { class: "card" }, h("h2", {}, "config.yaml"), yamlBox))));
   await buildForm();
-  await fromForm();
+  await editor.fromForm();
 }
 
 // ---- Runs ------------------------------------------------------------------------------
@@ -384,6 +306,10 @@ async function newSearchPage() {
   const keyList = h("datalist", { id: "search-keys" });
   const messages = h("div", { id: "search-messages" });
   const launch = h("button", { id: "search-launch" }, "Start the search");
+  const page = h("div", {}, h("div", { class: "cols" },
+    h("div", {}, card("Space: the keys to search", rows, spaceProblem, h("p", {}, h("button", { class: "plain", id: "space-add", onclick: () => addRow() }, "Add a key"))),
+      card("Search settings", settings)),
+    h("div", {}, card("config.yaml: the base config and its search section", yamlBox))));
   let settingFields = [], kinds = {}, task = null;
   const defaultTask = (await api("/api/workspace")).default_task;  // a config without `task:` fine-tunes for it
 
@@ -400,12 +326,12 @@ async function newSearchPage() {
     const when = input("sp-when", { value: Object.entries(spec.when || {}).map(([k, v]) => `${k}=${v}`).join(", "), placeholder: "only when, e.g. method.name=lora", size: 24, "aria-label": "when" });
     const range = h("span", { class: "sp-range" }, low, high, h("label", { class: "inline" }, log, " log"), step);
     const row = h("div", { class: "space-row field", "data-key": `search.space.${key}` },
-      h("div", { class: "row" }, keyIn, type, h("button", { class: "plain sp-remove", onclick: () => { row.remove(); fromForm(); } }, "remove")),
+      h("div", { class: "row" }, keyIn, type, h("button", { class: "plain sp-remove", onclick: () => { row.remove(); editor.fromForm(); } }, "remove")),
       h("div", { class: "row" }, range, choices, when), h("div", { class: "problem" }));
     const shape = () => { const categorical = type.value === "categorical"; range.hidden = categorical; choices.hidden = !categorical; };
     keyIn.addEventListener("change", () => { row.dataset.key = `search.space.${keyIn.value.trim()}`; if (!spec.type) type.value = guessType(keyIn.value.trim()); shape(); });
     type.addEventListener("change", shape);
-    row.querySelectorAll("input, select").forEach(el => el.addEventListener("change", fromForm));
+    editor.watch(row);
     shape();
     rows.append(row);
     return row;
@@ -425,27 +351,11 @@ async function newSearchPage() {
   const formSearch = () => {
     const search = {};
     for (const f of settingFields) {
-      const value = settings.querySelector(`[name="${f.key}"]`).value.trim();
-      if (value === "" || value === String(f.default ?? "")) continue;
-      search[f.key.split(".")[1]] = f.kind === "int" || f.kind === "float" ? Number(value) : value;
+      const value = fieldValue(f, settings);
+      if (value !== undefined) search[f.key.split(".")[1]] = value;
     }
     search.space = Object.fromEntries([...rows.children].map(r => [r.querySelector(".sp-key").value.trim(), rowSpec(r)]).filter(([k]) => k));
     return search;
-  };
-  const showProblems = problems => {
-    main.querySelectorAll(".field").forEach(el => { el.classList.remove("invalid"); el.querySelector(".problem").textContent = ""; });
-    spaceProblem.textContent = "";
-    const loose = [];
-    for (const p of problems) {
-      // a space entry's problem shows at its row (the longest key that starts the problem's key), a setting's at its field
-      const field = [...main.querySelectorAll(".field[data-key]")].filter(el => p.key === el.dataset.key || p.key.startsWith(el.dataset.key + "."))
-        .sort((a, b) => b.dataset.key.length - a.dataset.key.length)[0];
-      if (field && field.dataset.key !== "search.space.") { field.classList.add("invalid"); field.querySelector(".problem").textContent = p.message; }
-      else if (p.key === "search.space") spaceProblem.textContent = p.message;
-      else loose.push(p.message);
-    }
-    messages.replaceChildren(...loose.map(errorBox));
-    launch.disabled = problems.length > 0;
   };
   const useTask = async name => {  // the keys one can search, and their kinds, are the task's
     if (name === task) return;
@@ -454,67 +364,36 @@ async function newSearchPage() {
     kinds = Object.fromEntries(spec.sections.flatMap(s => s.fields).map(f => [f.key, f.kind]));
     keyList.replaceChildren(...Object.keys(kinds).map(k => h("option", { value: k })));
   };
-  const check = latestOnly(async body => {
-    try { return await api("/api/search/check", { method: "POST", body: JSON.stringify(body) }); }
-    catch (err) { messages.replaceChildren(errorBox(err.message)); launch.disabled = true; return null; }
+  const editor = configEditor({
+    fields: page, yamlBox, messages, launch, checkPath: "/api/search/check", spots: { "search.space": spaceProblem },
+    formBody: () => ({ yaml: yamlBox.value, search: formSearch() }),
+    afterForm: result => useTask(result.config.task || defaultTask),
+    fillForm: async result => {
+      await useTask(result.config.task || defaultTask);
+      const search = result.config.search || {};
+      if (!Object.keys(search.space || {}).length) return false;  // a base config alone: checked with the form's search
+      for (const f of settingFields) showValue(f, settings, search[f.key.split(".")[1]]);
+      rows.replaceChildren();
+      for (const [key, spec] of Object.entries(search.space)) addRow(key, spec);
+    },
+    start: { path: "/api/searches", body: () => ({ yaml: yamlBox.value, search: formSearch(), folder: folder.value }),
+             then: started => { location.hash = "#/search?" + q({ path: started.search }); } },
   });
-  const fromForm = async () => {
-    const result = await check({ yaml: yamlBox.value, search: formSearch() });
-    if (!result) return;
-    if (document.activeElement !== yamlBox) yamlBox.value = written = result.yaml;
-    await useTask(result.config.task || defaultTask);
-    showProblems(result.problems);
-  };
-  const fromYaml = async () => {
-    const result = await check({ yaml: yamlBox.value });
-    if (!result) return;
-    await useTask(result.config.task || defaultTask);
-    const search = result.config.search || {};
-    if (!Object.keys(search.space || {}).length) { await fromForm(); return; }  // a base config alone: checked with the form's search
-    for (const f of settingFields) {
-      const value = search[f.key.split(".")[1]];
-      settings.querySelector(`[name="${f.key}"]`).value = value === undefined || value === null ? (f.kind === "choice" ? String(f.default) : "") : String(value);
-    }
-    rows.replaceChildren();
-    for (const [key, spec] of Object.entries(search.space || {})) addRow(key, spec);
-    showProblems(result.problems);
-  };
   const spec = await api("/api/form?" + q({ sections: "search" }));
   settingFields = spec.sections.flatMap(s => s.fields).filter(f => f.main);
-  settings.replaceChildren(...settingFields.map(f => h("div", { class: "field", "data-key": f.key },
-    h("label", { for: `f-${f.key}` }, f.key),
-    f.kind === "choice" ? h("select", { id: `f-${f.key}`, name: f.key }, f.choices.map(c => h("option", { value: String(c), selected: String(c) === String(f.default) }, String(c))))
-      : h("input", { id: `f-${f.key}`, name: f.key, type: f.kind === "text" ? "text" : "number", step: "any", placeholder: f.default === null ? "" : String(f.default) }),
-    h("div", { class: "help" }, f.description), h("div", { class: "problem" }))));
-  settings.querySelectorAll("input, select").forEach(el => el.addEventListener("change", fromForm));
+  settings.replaceChildren(...settingFields.map(fieldBox));
+  editor.watch(settings);
   settings.querySelector('[name="search.n_trials"]').value = "8";
-  let typing = null, written = null;
-  // a typed YAML is read back into the form, unless a form check has since written it (with the typing in it)
-  yamlBox.addEventListener("input", () => { clearTimeout(typing); typing = setTimeout(() => { if (yamlBox.value !== written) fromYaml(); }, 400); });
   from.addEventListener("change", async () => {
     if (!from.value) return;
-    try { yamlBox.value = (await api("/api/run?" + q({ path: from.value }))).config_yaml || ""; fromForm(); }
+    try { yamlBox.value = (await api("/api/run?" + q({ path: from.value }))).config_yaml || ""; editor.fromForm(); }
     catch (err) { messages.replaceChildren(errorBox(err.message)); }
-  });
-  launch.addEventListener("click", async () => {
-    launch.disabled = true;
-    try {
-      const started = await api("/api/searches", { method: "POST", body: JSON.stringify({ yaml: yamlBox.value, search: formSearch(), folder: folder.value }) });
-      location.hash = "#/search?" + q({ path: started.search });
-    } catch (err) {
-      if (err.body && err.body.problems) showProblems(err.body.problems); else messages.replaceChildren(errorBox(err.message));
-      launch.disabled = false;
-    }
   });
   main.append(h("h1", {}, "New search"), keyList, h("div", { class: "card row" },
     h("div", {}, h("label", { for: "search-from" }, "start from"), from),
-    h("div", {}, h("label", { for: "search-folder" }, "search folder (in the workspace)"), folder), launch), messages,
-    h("div", { class: "cols" },
-      h("div", {}, card("Space: the keys to search", rows, spaceProblem, h("p", {}, h("button", { class: "plain", id: "space-add", onclick: () => addRow() }, "Add a key"))),
-        card("Search settings", settings)),
-      h("div", {}, card("config.yaml: the base config and its search section", yamlBox))));
+    h("div", {}, h("label", { for: "search-folder" }, "search folder (in the workspace)"), folder), launch), messages, page);
   addRow("train.learning_rate", { type: "float", low: 1e-5, high: 1e-3, log: true });
-  await fromForm();
+  await editor.fromForm();
 }
 
 async function searchPage(params) {
