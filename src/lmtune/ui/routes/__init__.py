@@ -1,0 +1,1 @@
+"""The web app's JSON API, one router per page: data, runs (new run, list, run, compare), searches, try."""
