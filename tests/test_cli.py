@@ -50,3 +50,31 @@ def test_train_eval_predict_merge(tiny_models, toy_data, tmp_path, capsys):
 def test_predict_needs_text_or_input(tiny_models, tmp_path, capsys):
     assert main(["predict", str(tmp_path / "no-run"), "--text", "x"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_serve_and_ui_options_are_their_settings_with_the_readme_defaults():
+    """`lmtune serve` and `lmtune ui` take every setting that has help as an option, with the setting's own
+    default; the README's table of serve limits names the same defaults."""
+    import dataclasses
+    import re
+    from pathlib import Path
+
+    from lmtune.cli import build_parser, option_values
+    from lmtune.serve.options import ServeOptions
+    from lmtune.ui.options import UiOptions
+
+    parser = build_parser()
+    for command, options in (["serve", "some-model"], ServeOptions), (["ui"], UiOptions):
+        args = parser.parse_args(command)
+        optioned = [f for f in dataclasses.fields(options) if "help" in f.metadata]
+        assert option_values(args, options) == {f.name: f.default for f in optioned}
+        changed = parser.parse_args([*command, *[a for f in optioned if f.name != "host" and f.default is not None
+                                                  for a in (f"--{f.name.replace('_', '-')}", "7")]])
+        assert all(getattr(changed, f.name) == 7 for f in optioned if f.name != "host" and f.default is not None)
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    table = dict(re.findall(r"^\| `--([a-z-]+)` \(([\d,.]+)(?: s)?\)", readme, flags=re.M))
+    assert set(table) >= {"max-body-bytes", "max-batch-size", "max-tokens", "max-queue", "timeout"}
+    defaults = ServeOptions()
+    for flag, shown in table.items():
+        value = getattr(defaults, flag.replace("-", "_"))
+        assert (shown == value) if isinstance(value, str) else float(shown.replace(",", "")) == value, flag

@@ -240,11 +240,7 @@ def _serve(args: argparse.Namespace) -> int:
     from lmtune.serve.server import serve
 
     key = args.api_key if args.api_key is not None else os.environ.get("LMTUNE_API_KEY")
-    options = ServeOptions(
-        host=args.host, port=args.port, api_key=key, model_name=args.model_name, max_batch_size=args.max_batch_size,
-        forward_batch_size=args.forward_batch_size, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, timeout=args.timeout, max_body_bytes=args.max_body_bytes,
-        max_tokens=args.max_tokens,
-    )
+    options = ServeOptions(**{**option_values(args, ServeOptions), "api_key": key})
     if not is_loopback(args.host) and not key:
         print(f"lmtune serve: warning: --host {args.host} takes requests from other machines and no --api-key is set",
               file=sys.stderr)
@@ -263,8 +259,7 @@ def _ui(args: argparse.Namespace) -> int:
     if args.max_upload_bytes <= 0:
         raise ConfigError(f"--max-upload-bytes must be positive, not {args.max_upload_bytes}")
     token = resolve_token(args.token, args.host)
-    run_ui(UiOptions(workspace=Path(args.workspace), host=args.host, port=args.port, token=token,
-                     max_upload_bytes=args.max_upload_bytes))
+    run_ui(UiOptions(**{**option_values(args, UiOptions), "token": token}, workspace=Path(args.workspace)))
     return 0
 
 
@@ -283,8 +278,25 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def option_arguments(parser: argparse.ArgumentParser, options: type) -> None:
+    """`--NAME` for each field of an options dataclass that has help, with its default and its help."""
+    import dataclasses
+
+    for f in dataclasses.fields(options):
+        if "help" in f.metadata:
+            kind = str if f.default is None else type(f.default)
+            parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default, help=f.metadata["help"])
+
+
+def option_values(args: argparse.Namespace, options: type) -> dict[str, Any]:
+    """The parsed values of the options `option_arguments` added, by field name."""
+    import dataclasses
+
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(options) if "help" in f.metadata}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from lmtune.serve.options import ServeOptions as ServeDefaults
+    from lmtune.serve.options import ServeOptions
     from lmtune.ui.options import UiOptions
 
     parser = argparse.ArgumentParser(prog="lmtune", description="Fine-tune pretrained language models on your own data.")
@@ -363,34 +375,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", help="folder to write the merged model to")
     p.set_defaults(run=_merge)
 
-    defaults = ServeDefaults()
     p = sub.add_parser("serve", parents=[common], help="serve a model over HTTP: classify, answer, or OpenAI-compatible chat")
     p.add_argument("model", help="run folder, saved model folder, base model folder or hub id")
-    p.add_argument("--host", default=defaults.host, help="address to listen on (default: this machine only)")
-    p.add_argument("--port", type=int, default=defaults.port)
-    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every endpoint but /health (or set LMTUNE_API_KEY)")
-    p.add_argument("--model-name", help="the model name clients ask for (default: the folder's name)")
+    option_arguments(p, ServeOptions)
     p.add_argument("--gguf-file", help="GGUF file name inside MODEL (a folder), for a base model given as GGUF")
-    p.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size,
-                   help="inputs gathered into one batch, and the most one request may send (default: %(default)s)")
-    p.add_argument("--forward-batch-size", type=int, default=defaults.forward_batch_size,
-                   help="inputs per forward pass: a gathered batch runs as length-sorted passes of this many (default: %(default)s)")
-    p.add_argument("--max-wait-ms", type=float, default=defaults.max_wait_ms, help="how long a batch waits to fill up (default: %(default)s: it takes the requests already waiting)")
-    p.add_argument("--max-queue", type=int, default=defaults.max_queue, help="requests that may wait for the model; more get 503 (default: %(default)s)")
-    p.add_argument("--timeout", type=float, default=defaults.timeout, help="seconds a request may take, waiting included; longer get 504 (default: %(default)s)")
-    p.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes, help="larger request bodies get 413 (default: %(default)s)")
-    p.add_argument("--max-tokens", type=int, default=defaults.max_tokens, help="the most new tokens a request may ask for (default: %(default)s)")
     p.add_argument("--engine", choices=["lmtune", "vllm"], default="lmtune",
                    help="vllm: run `vllm serve` on a language-model run instead (where vLLM is installed)")
     p.set_defaults(run=_serve)
 
-    ui = UiOptions()
     p = sub.add_parser("ui", parents=[common], help="a web app: look at data, launch, watch and compare runs")
-    p.add_argument("--host", default=ui.host, help="address to listen on (default: this machine only)")
-    p.add_argument("--port", type=int, default=ui.port, help="(default: %(default)s)")
+    option_arguments(p, UiOptions)
     p.add_argument("--workspace", default=".", help="the folder of data files and runs the app works in (default: the current folder)")
-    p.add_argument("--token", help="require this token on every page and call (or set LMTUNE_UI_TOKEN); the printed link carries it")
-    p.add_argument("--max-upload-bytes", type=int, default=ui.max_upload_bytes, help="largest data file an upload may send (default: %(default)s)")
     p.set_defaults(run=_ui)
 
     p = sub.add_parser("report", parents=[common], help="rebuild RUN/report.md and its plots from the run folder's logs")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from lmtune.errors import LmtuneError
 
@@ -14,19 +15,27 @@ def is_loopback(host: str) -> bool:
     return host.strip("[]") in LOOPBACK_HOSTS
 
 
+def option(default: Any, help: str) -> Any:
+    """A field that is also a command-line option: `--NAME` (underscores as dashes), with this help."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass(frozen=True)
 class ServeOptions:
-    host: str = "127.0.0.1"
-    port: int = 8000
-    api_key: str | None = None  # every endpoint but /health then needs `Authorization: Bearer KEY`
-    model_name: str | None = None  # the name clients ask for (default: the run or model folder's name)
-    max_batch_size: int = 32  # inputs gathered into one batch, and the most one request may send
-    forward_batch_size: int = 16  # a gathered batch runs as forward passes of this many inputs, sorted by length
-    max_wait_ms: float = 0.0  # how long a batch waits for more requests (0: it takes those already waiting)
-    max_queue: int = 256  # requests waiting for the model; more get 503
-    timeout: float = 60.0  # seconds a request may take, waiting included; longer get 504
-    max_body_bytes: int = 1_000_000  # larger request bodies get 413
-    max_tokens: int = 1024  # the most new tokens a generation request may ask for
+    """What `lmtune serve` is told; each field with help is also its option (`--max-batch-size` for max_batch_size)."""
+
+    host: str = option("127.0.0.1", "address to listen on (default: this machine only)")
+    port: int = option(8000, "port to listen on (default: %(default)s)")
+    api_key: str | None = option(None, "require 'Authorization: Bearer KEY' on every endpoint but /health (or set LMTUNE_API_KEY)")
+    model_name: str | None = option(None, "the model name clients ask for (default: the folder's name)")
+    max_batch_size: int = option(32, "inputs gathered into one batch, and the most one request may send (default: %(default)s)")
+    forward_batch_size: int = option(16, "inputs per forward pass: a gathered batch runs as length-sorted passes of this many "
+                                         "(default: %(default)s)")
+    max_wait_ms: float = option(0.0, "how long a batch waits to fill up (default: %(default)s: it takes the requests already waiting)")
+    max_queue: int = option(256, "requests that may wait for the model; more get 503 (default: %(default)s)")
+    timeout: float = option(60.0, "seconds a request may take, waiting included; longer get 504 (default: %(default)s)")
+    max_body_bytes: int = option(1_000_000, "larger request bodies get 413 (default: %(default)s)")
+    max_tokens: int = option(1024, "the most new tokens a request may ask for (default: %(default)s)")
     default_max_tokens: int = 128  # new tokens when a request names none (as `lmtune generate`)
 
     def check(self) -> None:

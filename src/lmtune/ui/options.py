@@ -5,11 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lmtune.serve.options import option
+
 
 @dataclass
 class UiOptions:
+    """What `lmtune ui` is told; each field with help is also its option (`--max-upload-bytes` for max_upload_bytes)."""
+
     workspace: Path = field(default_factory=Path.cwd)
-    host: str = "127.0.0.1"
-    port: int = 7860
-    token: str | None = None
-    max_upload_bytes: int = 100_000_000
+    host: str = option("127.0.0.1", "address to listen on (default: this machine only)")
+    port: int = option(7860, "port to listen on (default: %(default)s)")
+    token: str | None = option(None, "require this token on every page and call (or set LMTUNE_UI_TOKEN); the printed link carries it")
+    max_upload_bytes: int = option(100_000_000, "largest data file an upload may send (default: %(default)s)")
