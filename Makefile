@@ -22,6 +22,13 @@ $(STAMP): pyproject.toml
 	    echo "could not install chromium with apt-get: the browser tests in tests/ui will be skipped (they fail under CI=true)"; \
 	  else echo "no chromium, and no root apt-get to install it: the browser tests in tests/ui will be skipped (they fail under CI=true)"; fi; \
 	fi
+	@# the shared-study tests start a PostgreSQL server of Debian's package in a temp folder; installed when root and apt can
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null 2>&1 || \
+	    echo "could not install postgresql with apt-get: the shared-study tests in tests/search will be skipped (they fail under CI=true)"; \
+	  else echo "no PostgreSQL, and no root apt-get to install it: the shared-study tests in tests/search will be skipped (they fail under CI=true)"; fi; \
+	fi
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -251,6 +251,19 @@ class SearchDir:
     def study_db(self) -> Path:
         return self.path / "study.db"
 
+    @property
+    def study_record(self) -> Path:
+        """Where a study kept outside the folder (search.storage) is named: search/storage.py."""
+        return self.path / "study.json"
+
+    def has_study(self) -> bool:
+        return self.study_db.is_file() or self.study_record.is_file()
+
+    @staticmethod
+    def marks(files: list[str]) -> bool:
+        """Whether a folder holding these file names is a search folder."""
+        return "study.db" in files or "study.json" in files
+
     def trial(self, number: int) -> RunDir:
         return RunDir(self.trial_folder(f"trial-{number:04d}"))
 
@@ -279,7 +292,7 @@ def search_of(run: RunDir) -> SearchDir | None:
     """The search a run folder belongs to (a trial, or the retrained best), or None for a run of its own."""
     for folder in (run.path.parent.parent, run.path.parent):
         search = SearchDir(folder)
-        if search.study_db.is_file() and (run.path in (search.trial_folder(run.path.name), search.best_run.path)):
+        if search.has_study() and (run.path in (search.trial_folder(run.path.name), search.best_run.path)):
             return search
     return None
 

@@ -168,7 +168,9 @@ class SearchConfig(Section):
     sampler: Literal["tpe", "random", "grid", "cmaes"] = Field("tpe", description="tpe, random, grid (float and int ranges need a step), cmaes.")
     pruner: Literal["none", "median", "hyperband"] = Field("median", description="Stop unpromising trials from their evaluations.")
     seed: int = Field(0, description="Sampler seed.")
-    storage: str | None = Field(None, description="Any Optuna storage URL.", json_schema_extra={"shown_default": "sqlite OUTPUT_DIR/study.db"})
+    storage: str | None = Field(None, description="Where the study lives, shared by machines: a database URL (postgresql://user@host/db) "
+                                                 "or journal:PATH (Optuna's journal file on a shared file system).",
+                                json_schema_extra={"shown_default": "sqlite OUTPUT_DIR/study.db"})
     study_name: str = Field("lmtune", description="Study name within the storage.")
     space: dict[str, ParamSpec] = Field(
         default_factory=dict, description="Config key -> {type: float|int|categorical, low, high, log, step, choices, when}."

@@ -4,8 +4,9 @@ Each trial samples the search space, trains with `train()` in `OUTPUT_DIR/trials
 reports every evaluation to the pruner (a pruned trial stops early and is recorded as pruned),
 and returns the chosen metric. A trial that fails (non-finite loss, out of memory, a bad sampled
 value) is recorded as failed and the search goes on. The study lives in an SQLite file in the
-output folder by default, so running the command again adds trials to the same study; any
-SQLAlchemy URL Optuna accepts lets several processes or machines share one study.
+output folder by default, so running the command again adds trials to the same study; a database
+or a journal file (search/storage.py) lets several machines share one study. Each command adds
+its `search.n_trials` trials, counted over its own workers: its trials carry its invocation id.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import math
 import multiprocessing
 import signal
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +32,7 @@ from lmtune.paths import check_creatable
 from lmtune.progress import bar
 from lmtune.run_dir import SearchDir
 from lmtune.search.space import check_space, grid, sample
+from lmtune.search.storage import open_storage, shown, storage_spec, write_study_record
 from lmtune.tasks import build_task
 
 log = logging.getLogger("lmtune")
@@ -57,32 +60,36 @@ def search(config: Config | dict | str | Path, *, workers: int = 1) -> SearchSum
     out = Path(base.output.dir)
     check_creatable(out, "output.dir")
     metric, direction = resolve_objective(base)
+    storage = storage_spec(base.search.storage, out)
+    shared = open_storage(storage) if base.search.storage else None  # reached, or refused, before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    storage = base.search.storage or f"sqlite:///{SearchDir(out).study_db.resolve()}"
     _route_optuna_logs()
     study = optuna.create_study(
-        study_name=base.search.study_name, storage=storage, load_if_exists=True, direction=direction,
+        study_name=base.search.study_name, storage=shared or open_storage(storage), load_if_exists=True, direction=direction,
         sampler=_sampler(base), pruner=_pruner(base),
     )
     stored = study.user_attrs.get("metric")
     if stored is not None and stored != metric:
-        raise ConfigError(f"the study in {storage} optimizes {stored!r}, not {metric!r}; use another output.dir or search.study_name")
+        raise ConfigError(f"the study in {shown(storage)} optimizes {stored!r}, not {metric!r}; use another output.dir or "
+                          f"search.study_name")
     study.set_user_attr("metric", metric)
-    before = len(study.trials)
+    if base.search.storage:
+        write_study_record(out, storage, base.search.study_name)
+    invocation = uuid.uuid4().hex  # marks this command's trials among those of other machines
     trials_bar = bar(total=base.search.n_trials, desc="search", unit="trials", leave=True)
     if workers == 1:
-        _optimize(base, storage, before, metric, lambda s, t: _advance(trials_bar, s, before))
+        _optimize(base, storage, invocation, metric, lambda s, t: _advance(trials_bar, s, invocation))
     else:
         # Processes, not threads: each trial seeds the global RNGs and owns the process's logging.
         ctx = multiprocessing.get_context("spawn")
-        procs = [ctx.Process(target=_work, args=(base.model_dump(mode="json"), storage, before, metric, n)) for n in range(workers)]
+        procs = [ctx.Process(target=_work, args=(base.model_dump(mode="json"), storage, invocation, metric, n)) for n in range(workers)]
         for p in procs:
             p.start()
         with _on_signals(_pass_sigterm_on(procs)):
             while any(p.is_alive() for p in procs):  # the workers write to the study; the bar reads it
                 for p in procs:
                     p.join(timeout=2)
-                _advance(trials_bar, study, before)
+                _advance(trials_bar, study, invocation)
         bad = [p.exitcode for p in procs if p.exitcode]
         stopped_by = sorted({code - 128 for code in bad if code > 128})
         if stopped_by:
@@ -92,17 +99,33 @@ def search(config: Config | dict | str | Path, *, workers: int = 1) -> SearchSum
         if bad:
             raise LmtuneError(f"{len(bad)} of {workers} search workers exited with an error (exit codes {bad}); see the log above")
     trials_bar.close()
-    study = optuna.load_study(study_name=base.search.study_name, storage=storage)
+    study = optuna.load_study(study_name=base.search.study_name, storage=open_storage(storage))
     summary = write_outputs(study, base, metric)
-    _fail_if_nothing_completed(study, before)
+    _fail_if_nothing_completed(study, invocation)
     return summary
 
 
-def _fail_if_nothing_completed(study: Any, before: int) -> None:
+def _own_trials(study: Any, invocation: str) -> list[Any]:
+    """The study's trials that this command started (any state), in order."""
+    return [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("invocation") == invocation]
+
+
+class _EnoughTrials:
+    """Stops the study once this command has started `n` trials (all its workers together)."""
+
+    def __init__(self, invocation: str, n: int):
+        self.invocation, self.n = invocation, n
+
+    def __call__(self, study: Any, trial: Any) -> None:
+        if len(_own_trials(study, self.invocation)) >= self.n:
+            study.stop()
+
+
+def _fail_if_nothing_completed(study: Any, invocation: str) -> None:
     """Every trial of this invocation failed: say why once, and end with an error."""
     import optuna
 
-    trials = study.get_trials(deepcopy=False)[before:]
+    trials = _own_trials(study, invocation)
     if not trials or any(t.state != optuna.trial.TrialState.FAIL for t in trials):
         return
     reasons = sorted({t.user_attrs.get("error", "see the log above") for t in trials})
@@ -112,11 +135,11 @@ def _fail_if_nothing_completed(study: Any, before: int) -> None:
     )
 
 
-def _advance(trials_bar: Any, study: Any, before: int) -> None:
+def _advance(trials_bar: Any, study: Any, invocation: str) -> None:
     """Move the bar to the number of trials this invocation has finished, with the best value so far."""
     import optuna
 
-    trials = study.get_trials(deepcopy=False)[before:]
+    trials = _own_trials(study, invocation)
     done = sum(t.state.is_finished() for t in trials)
     trials_bar.update(done - trials_bar.n)
     if any(t.state == optuna.trial.TrialState.COMPLETE for t in trials):
@@ -182,25 +205,25 @@ def _pruner(base: Config) -> Any:
     return optuna.pruners.NopPruner()
 
 
-def _optimize(base: Config | dict[str, Any], storage: str, before: int, metric: str, on_trial: Any = None, worker: int = 0) -> None:
+def _optimize(base: Config | dict[str, Any], storage: str, invocation: str, metric: str, on_trial: Any = None,
+              worker: int = 0) -> None:
     """Run trials until this invocation's n_trials (counted over all workers) or timeout is reached.
 
     Worker N seeds its sampler with search.seed + N: with one seed, every worker would sample the same values.
     """
     import optuna
-    from optuna.study import MaxTrialsCallback
-
     base = build_config(base)
     _route_optuna_logs()
-    study = optuna.load_study(study_name=base.search.study_name, storage=storage, sampler=_sampler(base, worker), pruner=_pruner(base))
+    study = optuna.load_study(study_name=base.search.study_name, storage=open_storage(storage), sampler=_sampler(base, worker),
+                              pruner=_pruner(base))
     callbacks = [lambda s, t: write_outputs(s, base, metric)] + ([on_trial] if on_trial is not None else [])
     if base.search.n_trials is not None:
-        callbacks.insert(0, MaxTrialsCallback(before + base.search.n_trials, states=None))
+        callbacks.insert(0, _EnoughTrials(invocation, base.search.n_trials))
     failures: dict[str, int] = {}  # reason -> first trial that failed for it
     try:
         with _on_signals(_stop_the_search):
             study.optimize(
-                lambda trial: run_trial(trial, base, metric, failures), n_trials=base.search.n_trials, timeout=base.search.timeout,
+                lambda trial: run_trial(trial, base, metric, failures, invocation), n_trials=base.search.n_trials, timeout=base.search.timeout,
                 catch=(LmtuneError, RuntimeError, ValueError), callbacks=callbacks,
             )
     except _SearchStopped as stop:  # Optuna has recorded the trial as failed; no callback ran for it
@@ -211,10 +234,10 @@ def _optimize(base: Config | dict[str, Any], storage: str, before: int, metric: 
                           f"to the study", stop.signal_number) from None
 
 
-def _work(base: dict[str, Any], storage: str, before: int, metric: str, worker: int) -> None:
+def _work(base: dict[str, Any], storage: str, invocation: str, metric: str, worker: int) -> None:
     """A worker process of `--workers N`; stopped by a signal, it exits with the shell's code and the main process says why."""
     try:
-        _optimize(base, storage, before, metric, worker=worker)
+        _optimize(base, storage, invocation, metric, worker=worker)
     except Interrupted as err:
         raise SystemExit(err.exit_code) from None
 
@@ -259,8 +282,9 @@ def _stop_the_search(signal_number: int, frame: Any) -> None:
     raise _SearchStopped(signal_number)
 
 
-def run_trial(trial: Any, base: Config, metric: str, failures: dict[str, int] | None = None) -> float:
+def run_trial(trial: Any, base: Config, metric: str, failures: dict[str, int] | None = None, invocation: str = "") -> float:
     """Train one trial's config and return its metric; a signal during it ends the search (_SearchStopped)."""
+    trial.set_user_attr("invocation", invocation)
     try:
         return _train_trial(trial, base, metric, failures)
     except Interrupted as err:  # training stopped on the signal, after its checkpoint

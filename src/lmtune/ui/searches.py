@@ -17,6 +17,7 @@ from lmtune.errors import LmtuneError
 from lmtune.run_dir import RunDir, SearchDir
 from lmtune.search.importance import param_importances
 from lmtune.search.space import space_problems
+from lmtune.search.storage import open_storage, read_study_record
 from lmtune.ui.jobs import Job, Jobs
 from lmtune.ui.workspace import UiError, Workspace
 
@@ -24,7 +25,7 @@ DEFAULT_STUDY = "lmtune"
 
 
 class Searches:
-    """The workspace's searches; keeps one storage per study.db and the importances per count of complete trials."""
+    """The workspace's searches; keeps one storage per search folder and the importances per count of complete trials."""
 
     def __init__(self, ws: Workspace, jobs: Jobs):
         self.ws, self.jobs = ws, jobs
@@ -52,7 +53,7 @@ class Searches:
     def detail(self, folder: SearchDir) -> dict[str, Any]:
         path = self.ws.relative(folder.path)
         job = self.jobs.latest(path)
-        if not folder.study_db.is_file():
+        if not folder.has_study():
             if job is not None and job.kind == "search":
                 return self._pending(job)
             raise UiError(f"{path} is not a search folder (it has no study.db)", 404)
@@ -67,16 +68,17 @@ class Searches:
         """The folder's Optuna study: the one its job's config names, else `lmtune`, else the only one."""
         import optuna
 
-        storage = self._storages.get(folder.study_db)
+        record = read_study_record(folder.path)
+        storage = self._storages.get(folder.path)
         if storage is None:
-            storage = optuna.storages.RDBStorage(f"sqlite:///{folder.study_db}", skip_compatibility_check=True,
-                                                 skip_table_creation=True)
-            self._storages[folder.study_db] = storage
+            spec = record["storage"] if record else f"sqlite:///{folder.study_db}"
+            storage = open_storage(spec, create=False)
+            self._storages[folder.path] = storage
         names = [s.study_name for s in storage.get_all_studies()]
-        wanted = _study_name(job)
+        wanted = record["study_name"] if record else _study_name(job)
         name = wanted if wanted in names else DEFAULT_STUDY if DEFAULT_STUDY in names else names[0] if names else None
         if name is None:
-            raise UiError(f"{self.ws.relative(folder.path)}/study.db holds no study yet", 404)
+            raise UiError(f"{self.ws.relative(folder.path)}: its storage holds no study yet", 404)
         return optuna.load_study(study_name=name, storage=storage)
 
     def _read(self, folder: SearchDir, job: Job | None) -> dict[str, Any]:
@@ -94,7 +96,7 @@ class Searches:
         counts: dict[str, int] = {}
         for t in trials:
             counts[t["state"]] = counts.get(t["state"], 0) + 1
-        key = (folder.study_db, study.study_name, len(complete))
+        key = (folder.path, study.study_name, len(complete))
         if key not in self._importances:  # fANOVA takes a moment: once per new complete trial
             self._importances[key] = param_importances(study)
         return {
@@ -103,7 +105,7 @@ class Searches:
             "counts": counts, "n_trials": len(trials), "best_value": best["value"] if best else None,
             "best_trial": best["number"] if best else None, "best_params": best["params"] if best else {},
             "started_here": job is not None, "can_add": job is not None and bool(job.config) and not job.alive(),
-            "modified": folder.study_db.stat().st_mtime, "trials": trials, "best_so_far": best_so_far,
+            "modified": _modified(folder), "trials": trials, "best_so_far": best_so_far,
             "importances": self._importances[key],
         }
 
@@ -160,8 +162,12 @@ def search_problems(config: dict[str, Any]) -> list[tuple[str, str]]:
     problems = config_problems(config)
     if problems:
         return problems
-    base = build_config(config)
-    if base.search.storage:
-        return [("search.storage", "the app follows a search in its folder's study.db: leave search.storage unset here "
-                                   "(it is for lmtune search across machines)")]
-    return space_problems(base)
+    return space_problems(build_config(config))
+
+
+def _modified(folder: SearchDir) -> float:
+    """When the search last wrote: its study.db, else (a shared storage) its trials.csv or study.json."""
+    for file in (folder.study_db, folder.trials_file, folder.study_record):
+        if file.is_file():
+            return file.stat().st_mtime
+    return 0.0

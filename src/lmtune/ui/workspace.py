@@ -58,7 +58,7 @@ class Workspace:
         """Data files anywhere in the workspace, except the files runs write."""
         found = []
         for folder, dirs, files in self._walk():
-            if RunDir(folder).is_run() or _is_model_folder(files) or SearchDir(folder).study_db.name in files:
+            if RunDir(folder).is_run() or _is_model_folder(files) or SearchDir.marks(files):
                 dirs[:] = []  # what runs and searches write (metrics, trials.csv) is not data
                 continue
             found += [self.relative(folder / f) for f in files if Path(f).suffix.lower() in FORMATS]
@@ -74,10 +74,10 @@ class Workspace:
         return runs
 
     def search_folders(self) -> list[SearchDir]:
-        """Every search folder (one with an Optuna study.db) in the workspace."""
+        """Every search folder (one with an Optuna study.db, or a study.json naming its shared storage) in the workspace."""
         found = []
         for folder, dirs, files in self._walk():
-            if SearchDir(folder).study_db.name in files:
+            if SearchDir.marks(files):
                 found.append(SearchDir(folder))
                 dirs[:] = []
             elif RunDir(folder).is_run():
