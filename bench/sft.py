@@ -28,7 +28,7 @@ the mean over the step's target tokens; 1 epoch, per-device batch 8, no gradient
 lr 5e-4, seed 0, fp32 (TRL would pick bf16 by default: turned off), AdamW (torch's fused kernel:
 the Trainer's default `adamw_torch_fused` and lmtune's choice; betas 0.9/0.999, eps 1e-8), linear
 schedule without warmup, weight decay 0, max_grad_norm 1.0, no gradient checkpointing (TRL turns
-it on by default: turned off, as lmtune does not recompute activations), no evaluation, no
+it on by default: turned off; `--gradient-checkpointing` turns it on in both, non-reentrant), no evaluation, no
 checkpoints, no data loader workers, default torch threads, sdpa attention (the default of
 both), LoRA rank 8, alpha 16, dropout 0.05 on every linear layer of the blocks (q, k, v, o, gate,
 up, down projections) with the output layer and embeddings frozen; a log record every step in
@@ -103,12 +103,13 @@ class Settings:
     lora_rank: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.05
+    gradient_checkpointing: bool = False  # --gradient-checkpointing: on in every run (lmtune's key, TRL's SFTConfig)
 
     def to_argv(self) -> list[str]:
         return [
             "--train-rows", str(self.train_rows), "--epochs", str(self.epochs), "--batch-size", str(self.batch_size),
             "--lr", repr(self.lr), "--max-length", str(self.max_length), "--method", self.method,
-        ]  # fmt: skip
+        ] + (["--gradient-checkpointing"] if self.gradient_checkpointing else [])  # fmt: skip
 
 
 @dataclass
@@ -250,17 +251,17 @@ def run_lmtune(s: Settings, workdir: Path, baseline_rss: float) -> RunResult:
 
     CausalLMTask.collate = counting_collate  # type: ignore[method-assign]
 
-    # And which optimizer it builds (the loop module imports build_optimizer by name).
-    loop = importlib.import_module("lmtune.train.loop")  # `lmtune.train` is also the name of the function
+    # And which optimizer it builds (the set-up module imports build_optimizer by name).
+    setup = importlib.import_module("lmtune.train.setup")  # `lmtune.train` is also the name of the function
 
     built: list[Any] = []
-    original_build = loop.build_optimizer
+    original_build = setup.build_optimizer
 
     def recording_build(*args: Any, **kwargs: Any) -> Any:
         built.append(original_build(*args, **kwargs))
         return built[-1]
 
-    loop.build_optimizer = recording_build
+    setup.build_optimizer = recording_build
 
     # CPU time over what lmtune's train_runtime_s times: its optimizer steps.
     from lmtune.train.step import Stepper
@@ -302,6 +303,7 @@ def run_lmtune(s: Settings, workdir: Path, baseline_rss: float) -> RunResult:
             "max_grad_norm": 1.0,
             "seed": s.seed,
             "precision": "fp32",
+            "gradient_checkpointing": s.gradient_checkpointing,
             "log_every_n_steps": 1,
             # No checkpoints: they are written outside the timed steps anyway, but would add disk
             # I/O to the run (and the Trainer runs save nothing either).
@@ -404,7 +406,8 @@ def run_trl(variant: str, s: Settings, workdir: Path, baseline_rss: float) -> Ru
         seed=s.seed,
         bf16=False,
         fp16=False,
-        gradient_checkpointing=False,
+        gradient_checkpointing=s.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if s.gradient_checkpointing else None,
         max_length=None if padfree else s.max_length,  # padfree: truncated above (TRL refuses both)
         truncation_mode="keep_start",
         packing=False,
@@ -477,7 +480,8 @@ def report(s: Settings, results: dict[str, RunResult]) -> str:
     lines = [
         f"alpaca_en_demo, first {s.train_rows} rows; SmolLM2-135M-Instruct (GGUF Q4_1 -> fp32); method {s.method}"
         + (f" (r={s.lora_rank}, alpha={s.lora_alpha}, dropout={s.lora_dropout})" if s.method == "lora" else "")
-        + f"; {s.epochs} epoch(s), batch {s.batch_size}, lr {s.lr:g}, max_length {s.max_length}, seed {s.seed}, fp32; "
+        + f"; {s.epochs} epoch(s), batch {s.batch_size}, lr {s.lr:g}, max_length {s.max_length}, seed {s.seed}, fp32"
+        + ("; gradient checkpointing" if s.gradient_checkpointing else "") + "; "
         f"device {first.device}, {first.torch_threads} torch threads",
         "",
         f"{'variant':<12} {'train s':>8} {'ex/s':>6} {'tok/s':>7} {'CPU s':>7} {'cores':>5} {'tok/CPUs':>8} {'tokens':>7} {'targets':>7} "
@@ -521,6 +525,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--max-length", type=int, default=d.max_length, help="truncation length in tokens (keeping the start)")
     p.add_argument("--method", choices=("lora", "full"), default=d.method, help="LoRA adapters, or every parameter")
+    p.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations in every run (both tools' option)")
     harness.add_common_args(p, VARIANTS, default_only=DEFAULT_ONLY)
     args = p.parse_args(argv)
     harness.check_common_args(p, args, VARIANTS)
@@ -529,7 +534,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    s = Settings(args.train_rows, args.epochs, args.batch_size, args.lr, args.max_length, args.method)
+    s = Settings(args.train_rows, args.epochs, args.batch_size, args.lr, args.max_length, args.method,
+                 gradient_checkpointing=args.gradient_checkpointing)
     if args._child:
         harness.write_child_result(args._result, run_variant(args._child, s))
         return

@@ -99,6 +99,19 @@ def make_config(model: Path, files: dict[str, Path], out: Path, task: str = "cla
     return cfg
 
 
+def train_refused(cfg: dict, folder: Path, capsys) -> str:
+    """`lmtune train` on `cfg` (written to folder/config.yaml): asserts exit 2 and no run folder; returns stderr."""
+    import yaml
+
+    from lmtune.cli import main
+
+    config_file = folder / "config.yaml"
+    config_file.write_text(yaml.safe_dump(cfg))
+    assert main(["train", str(config_file), "--quiet"]) == 2
+    assert not Path(cfg["output"]["dir"]).exists()
+    return capsys.readouterr().err
+
+
 class PicklePayload:
     """Unpickling this creates the marker file: stands for code that runs when a pickle loads."""
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, create_model
+from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
 
 from lmtune.errors import ConfigError
 from lmtune.models.methods import METHODS, method_section
@@ -70,7 +70,20 @@ def config_class(task: Any) -> type[Config]:
 @lru_cache
 def _with_methods(cls: type[Config], section: type[MethodConfig]) -> type[Config]:
     return create_model(cls.__name__, __base__=cls, __module__=cls.__module__,
-                        method=(section, Field(default_factory=section)))
+                        method=(section, Field(default_factory=section)),
+                        __validators__={"_quantized_base_needs_an_adapter": QUANTIZED_NEEDS_ADAPTER})
+
+
+def _quantized_needs_adapter(cfg: Config) -> Config:
+    """model.quantize: a quantized base is frozen, so only a method that trains an adapter can train on it."""
+    if cfg.model.quantize != "none" and not METHODS[cfg.method.name].adapter:
+        adapters = ", ".join(name for name, m in METHODS.items() if m.adapter)
+        raise ValueError(f"model.quantize={cfg.model.quantize} needs a method that trains an adapter on the frozen, quantized "
+                         f"base ({adapters}); method.name is {cfg.method.name}: choose one of those, or set model.quantize: none")
+    return cfg
+
+
+QUANTIZED_NEEDS_ADAPTER: Any = model_validator(mode="after")(_quantized_needs_adapter)
 
 
 def with_defaults(cfg: Config) -> Config:

@@ -28,6 +28,16 @@ class ModelConfig(Section):
     max_length: int = Field(256, gt=0, description="Longest input in tokens (capped by what the model takes).")
     trust_remote_code: bool = Field(False, description="Run model code shipped with the checkpoint.")
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
+    attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = Field(
+        "auto", description="Attention kernel: auto (transformers' choice: sdpa where the model has it), eager, sdpa, or "
+                            "flash_attention_2 (CUDA GPUs with the flash-attn package; with bf16 or fp16)."
+    )
+    quantize: Literal["none", "4bit", "8bit"] = Field(
+        "none", description="Load the base model's linear layers quantized, through the bitsandbytes package: 4bit (QLoRA: "
+                            "nf4 with double quantization) or 8bit (LLM.int8). For methods that train an adapter (lora, "
+                            "dora, ia3); the adapter is saved, the base stays as it is on disk (lmtune merge folds the "
+                            "adapter into it)."
+    )
 
 
 class DataConfig(Section):
@@ -68,14 +78,15 @@ class TrainConfig(Section):
     )
     head_learning_rate: float | None = Field(None, gt=0, description="Learning rate of the new head.",
                                              json_schema_extra={"shown_default": "learning_rate"})
-    optimizer: Literal["sgd", "adagrad", "adadelta", "adam", "adamw"] = Field(
-        "adamw", description="sgd, adagrad, adadelta, adam, adamw (fused kernels where available)."
+    optimizer: Literal["sgd", "adagrad", "adadelta", "adam", "adamw", "adamw_8bit"] = Field(
+        "adamw", description="sgd, adagrad, adadelta, adam, adamw (fused kernels where available), adamw_8bit (AdamW with "
+                             "8-bit moments, a quarter of adamw's optimizer memory; the bitsandbytes package)."
     )
     weight_decay: float = Field(0.0, ge=0, description="Not applied to biases and norm weights.")
     momentum: float = Field(0.9, ge=0, description="sgd only.")
     nesterov: bool = Field(False, description="sgd only.")
-    adam_betas: tuple[float, float] = Field((0.9, 0.999), description="adam, adamw.")
-    adam_epsilon: float = Field(1e-8, gt=0, description="adam, adamw.")
+    adam_betas: tuple[float, float] = Field((0.9, 0.999), description="adam, adamw, adamw_8bit.")
+    adam_epsilon: float = Field(1e-8, gt=0, description="adam, adamw, adamw_8bit.")
     scheduler: Literal["constant", "linear", "cosine"] = Field("linear", description="constant, linear, cosine (all after the warmup).")
     warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Fraction of the steps that warm the learning rate up from 0.")
     warmup_steps: int | None = Field(None, ge=0, description="Overrides warmup_ratio.")
@@ -99,6 +110,19 @@ class TrainConfig(Section):
     max_bad_steps: int = Field(5, gt=0, description="Stop after this many steps in a row with a non-finite loss or gradient.")
     auto_batch_size: bool = Field(
         False, description="On out-of-memory, split each batch in two (and again if needed): same effective batch."
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="Keep only each block's inputs in the forward pass and recompute the rest in the backward pass: "
+                           "far less activation memory for some more compute (any method; measured on SmolLM2 with LoRA: "
+                           "half the memory, 13% more time)."
+    )
+    compile: bool = Field(
+        False, description="torch.compile the model (TorchInductor; needs a C/C++ compiler): faster steps on GPUs, after "
+                           "a first step that compiles, and again once for the first batch of a new length."
+    )
+    liger_kernel: bool = Field(
+        False, description="Liger's Triton kernels (RMSNorm, RoPE, SwiGLU) in the model's blocks: less memory and time on "
+                           "CUDA GPUs, for the model types Liger supports (the liger-kernel package)."
     )
     dataloader_workers: int = Field(0, ge=0, description="Worker processes that collate batches.")
     report_to: list[Literal["tensorboard", "mlflow"]] = Field(

@@ -23,6 +23,8 @@ import httpx
 import pytest
 import yaml
 
+from servers import UiServer
+from toy import toy_rows, write_csv
 from webapp import run_config
 
 LR = {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}
@@ -90,8 +92,21 @@ def trials(folder: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+@pytest.fixture(scope="module")
+def own_workspace(tmp_path_factory, tiny_models) -> Iterator[tuple[Path, UiServer]]:
+    """A workspace and web app of this module's own, so that its searches do not show in other tests' lists."""
+    root = tmp_path_factory.mktemp("shared-workspace")
+    shutil.copytree(tiny_models["bert"], root / "models" / "bert")
+    write_csv(root / "train.csv", toy_rows(240, seed=1))
+    write_csv(root / "validation.csv", toy_rows(60, seed=2))
+    server = UiServer(root)
+    yield root, server
+    server.stop()
+
+
 @pytest.mark.parametrize("kind", ["postgresql", "journal"])
-def test_two_machines_add_their_trials_to_one_study_the_app_follows(kind, request, workspace, ui):
+def test_two_machines_add_their_trials_to_one_study_the_app_follows(kind, request, own_workspace):
+    workspace, ui = own_workspace
     storage = request.getfixturevalue("postgres") if kind == "postgresql" else f"journal:{workspace / 'shared-journal.log'}"
     names = (f"{kind}-a", f"{kind}-b")
     for result in two_machines(workspace, storage, names):
@@ -112,8 +127,9 @@ def test_two_machines_add_their_trials_to_one_study_the_app_follows(kind, reques
             assert listed[f"searches/{name}"]["best_value"] == info["best_value"]
 
 
-def test_a_storage_out_of_reach_or_without_its_driver_is_a_clear_error(workspace, tmp_path):
+def test_a_storage_out_of_reach_or_without_its_driver_is_a_clear_error(own_workspace, tmp_path):
     """Exit code 2 before anything is written, the URL shown without its password."""
+    workspace = own_workspace[0]
     from lmtune.errors import ConfigError
     from lmtune.search.storage import open_storage
 

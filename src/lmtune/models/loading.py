@@ -13,6 +13,7 @@ from torch import nn
 
 from lmtune.errors import ModelError
 from lmtune.hub import hub_unreachable, looks_like_local_path
+from lmtune.models.quantize import prepare_quantized, quantization_config
 from lmtune.schema import ModelConfig
 
 if TYPE_CHECKING:
@@ -168,6 +169,18 @@ def load_qa_model(cfg: ModelConfig, tokenizer: Any = None) -> PreTrainedModel:
     return from_pretrained(AutoModelForQuestionAnswering, cfg, torch.float32)
 
 
+def enable_gradient_checkpointing(model: nn.Module, name: str) -> None:
+    """train.gradient_checkpointing: transformers' own, non-reentrant (it works with frozen weights and adapters)."""
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise ModelError(f"train.gradient_checkpointing: {type(model).__name__} ({name}) does not support gradient "
+                         f"checkpointing; set train.gradient_checkpointing: false (or lower train.batch_size to save memory)")
+    enable = getattr(model, "activation_checkpointing_enable", None)  # its name from transformers 5.x on
+    if enable is not None:
+        enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        getattr(model, "gradient_checkpointing_enable")(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def is_encoder_decoder(cfg: ModelConfig) -> bool:
     """Whether the model is an encoder-decoder, from its config alone (no weights are read)."""
     from transformers import AutoConfig
@@ -189,16 +202,39 @@ def from_pretrained(auto_class: Any, cfg: ModelConfig, dtype: torch.dtype = torc
 
     source = ModelSource.from_config(cfg)
     kwargs = source.kwargs(cfg)
+    if cfg.attn_implementation != "auto":
+        check_attention(cfg.attn_implementation)
+        kwargs["attn_implementation"] = cfg.attn_implementation
     if source.gguf_file:
+        if cfg.quantize != "none":
+            raise ModelError(f"model.quantize={cfg.quantize}: {source.gguf_file} is a GGUF file, which lmtune dequantizes to "
+                             f"train; quantize a safetensors model folder instead, or set model.quantize: none")
         # Dequantize to a plain model: a model left marked as GGUF-quantized cannot be trained.
         kwargs["quantization_config"] = GgufConfig(dequantize=True)
     else:
         kwargs["use_safetensors"] = _has_safetensors(source.path)
+        if cfg.quantize != "none":
+            kwargs["quantization_config"] = quantization_config(cfg.quantize)
     try:
         model = auto_class.from_pretrained(source.path, dtype=dtype, **kwargs, **extra)
     except Exception as err:  # noqa: BLE001 - many exception types for bad sources; all become one clear message
         raise _explain(err, source, "model") from None
+    if cfg.quantize != "none":
+        prepare_quantized(model)  # in place
     return model
+
+
+def check_attention(kernel: str) -> None:
+    """model.attn_implementation: flash_attention_2 needs a CUDA GPU and the flash-attn package."""
+    if kernel != "flash_attention_2":
+        return
+    import importlib.util
+
+    missing = [what for what, ok in (("a CUDA GPU", torch.cuda.is_available()),
+                                     ("the flash-attn package", importlib.util.find_spec("flash_attn") is not None)) if not ok]
+    if missing:
+        raise ModelError(f"model.attn_implementation=flash_attention_2 needs {' and '.join(missing)}, which this machine "
+                         f"lacks; use sdpa (PyTorch's fused attention, the default where the model has it) or eager")
 
 
 def _has_safetensors(path: str) -> bool | None:

@@ -14,6 +14,8 @@ PostgreSQL clients (the app included) find it where libpq looks: `PGPASSWORD` or
 from __future__ import annotations
 
 import json
+import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from lmtune.files import write_text
 from lmtune.run_dir import SearchDir
 
 JOURNAL = "journal:"
+CREATE_ATTEMPTS = 8  # tries at setting up a database's tables while other machines do the same
 PACKAGES = {"psycopg": "psycopg[binary]", "psycopg2": "psycopg2-binary", "pymysql": "PyMySQL", "mysqldb": "mysqlclient"}  # driver -> pip
 
 
@@ -42,7 +45,7 @@ def open_storage(spec: str, create: bool = True) -> Any:
             raise ConfigError(f"search.storage={spec!r}: the folder {path.parent} does not exist")
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
     from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+    from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
 
     try:
         url = make_url(spec)
@@ -57,11 +60,20 @@ def open_storage(spec: str, create: bool = True) -> Any:
         raise ConfigError(f"search.storage {shown(spec)} needs the {driver} driver: pip install {PACKAGES.get(driver, driver)}") from None
     except NoSuchModuleError:
         raise ConfigError(f"search.storage {shown(spec)}: SQLAlchemy knows no database {url.drivername!r}") from None
-    try:
-        return optuna.storages.RDBStorage(spec, skip_table_creation=not create, skip_compatibility_check=not create)
-    except SQLAlchemyError as err:
-        reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
-        raise ConfigError(f"search.storage {shown(spec)} cannot be reached: {reason}") from None
+    for attempt in range(CREATE_ATTEMPTS):
+        try:
+            return optuna.storages.RDBStorage(spec, skip_table_creation=not create, skip_compatibility_check=not create)
+        except IntegrityError:
+            # another machine is creating the same tables at this moment (each step of Optuna's set-up
+            # checks first, then writes): once it is done, a new try finds them all there
+            if attempt == CREATE_ATTEMPTS - 1:
+                raise ConfigError(f"search.storage {shown(spec)}: its tables could not be set up "
+                                  f"({CREATE_ATTEMPTS} tries, each clashing with another machine's)") from None
+            time.sleep(0.2 * (attempt + 1) + random.random() * 0.3)
+        except SQLAlchemyError as err:
+            reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
+            raise ConfigError(f"search.storage {shown(spec)} cannot be reached: {reason}") from None
+    raise AssertionError("unreachable")
 
 
 def shown(spec: str) -> str:

@@ -22,6 +22,7 @@ import torch
 
 from lmtune.config import Config, build_config, load_config, with_defaults
 from lmtune.errors import Interrupted, Pruned, TrainingError
+from lmtune.inference import merge_adapter
 from lmtune.models.methods import METHODS
 from lmtune.models.saving import save_model
 from lmtune.paths import check_creatable
@@ -368,8 +369,11 @@ def finish(run: Run) -> TrainResult:
     if s.main:
         save_model(s.unwrapped, s.tokenizer, meta, folder.best)
     if s.main and cfg.output.merge_lora and METHODS[cfg.method.name].adapter:
-        merged = s.unwrapped.merge_and_unload()  # type: ignore[operator]
-        save_model(merged, s.tokenizer, {**meta, "merged_from": folder.best.name}, folder.merged)
+        if cfg.model.quantize != "none":  # into the unquantized base, as lmtune merge does: no rounding of the base weights
+            merge_adapter(folder.best, folder.merged)
+        else:
+            merged = s.unwrapped.merge_and_unload()  # type: ignore[operator]
+            save_model(merged, s.tokenizer, {**meta, "merged_from": folder.best.name}, folder.merged)
     seconds = state.train_seconds
     metrics: dict[str, Any] = {
         **(run.best.metrics or {}),

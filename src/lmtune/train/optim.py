@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lmtune.models.quantize import adamw_8bit
 from lmtune.schema import TrainConfig
 
 log = logging.getLogger("lmtune")
@@ -51,6 +52,9 @@ def parameter_groups(model: nn.Module, cfg: TrainConfig, head_prefixes: list[str
 
 
 def build_optimizer(groups: list[dict[str, Any]], cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adamw_8bit":
+        assert cfg.learning_rate is not None, "config.with_defaults() sets it"
+        return adamw_8bit(groups, cfg.learning_rate, cfg.adam_betas, cfg.adam_epsilon)
     cls, extra, can_fuse = OPTIMIZERS[cfg.optimizer]
     kwargs = {"lr": cfg.learning_rate, **extra(cfg)}
     if can_fuse:

@@ -18,15 +18,16 @@ from lmtune.train.checkpoint import CONFIG_FILE, MANIFEST, latest_valid, verify
 NO_EFFECT = {
     "resume", "resume_allow_changes",
     "train.log_every_n_steps", "train.save_every_n_steps", "train.keep_last_checkpoints",
-    "train.dataloader_workers", "train.max_bad_steps", "train.auto_batch_size",
+    "train.dataloader_workers", "train.max_bad_steps", "train.auto_batch_size", "train.gradient_checkpointing",
     "eval.batch_size", "eval.at_start", "eval.threshold", "data.test",
     "output.dir", "output.overwrite", "output.save_final", "output.merge_lora",
 }
 # Keys a user may change on purpose when continuing a run (resume_allow_changes / --allow-changes):
-# a longer or shorter run, another evaluation schedule, a new learning rate after a divergence.
+# a longer or shorter run, another evaluation schedule, a new learning rate after a divergence,
+# other kernels on another machine (the same computation, rounded differently).
 SAFE_WITH_FLAG = {
     "train.epochs", "train.max_steps", "train.learning_rate", "train.head_learning_rate",
-    "train.max_grad_norm", "train.precision",
+    "train.max_grad_norm", "train.precision", "train.compile", "train.liger_kernel", "model.attn_implementation",
     "eval.every_n_steps", "eval.early_stopping_patience", "eval.metric",
 }
 # Paths that may move: the change is fine when what they point to is unchanged (fingerprints).

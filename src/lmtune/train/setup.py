@@ -17,7 +17,8 @@ from torch import nn
 
 from lmtune.config import Config
 from lmtune.data.batching import LengthGroupedBatchSampler
-from lmtune.models.loading import count_parameters, effective_max_length, load_tokenizer
+from lmtune.models.kernels import apply_liger, compile_model
+from lmtune.models.loading import count_parameters, effective_max_length, enable_gradient_checkpointing, load_tokenizer
 from lmtune.models.methods import apply_method
 from lmtune.tasks import Task, build_task
 from lmtune.tasks.base import Batch, TokenDataset
@@ -76,8 +77,14 @@ def load_model(cfg: Config) -> tuple[Task, PreTrainedTokenizerBase, nn.Module]:
     task.load_data()
     tokenizer = load_tokenizer(cfg.model)
     model = task.load_model(tokenizer)
+    if cfg.train.liger_kernel:
+        apply_liger(model)
+    if cfg.train.gradient_checkpointing:
+        enable_gradient_checkpointing(model, cfg.model.name_or_path)
     model = apply_method(model, cfg.method, task.peft_task_type(), task.new_head)
     task.prepare_model(model)
+    if cfg.train.compile:
+        compile_model(model)
     return task, tokenizer, model
 
 
