@@ -383,6 +383,7 @@ def finish(run: Run) -> TrainResult:
         "skipped_steps": state.bad_steps,
         "train_runtime_s": round(seconds, 2),
         "train_examples_per_s": round(state.examples / seconds, 2) if seconds else None,
+        "train_tokens": state.tokens,
         "train_tokens_per_s": round(state.tokens / seconds, 1) if seconds else None,
         "trainable_parameters": s.trainable_parameters,
         "total_parameters": s.total_parameters,
