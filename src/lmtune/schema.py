@@ -107,6 +107,10 @@ class TrainConfig(Section):
     keep_last_checkpoints: int = Field(
         2, ge=0, description="Newest checkpoints kept (the best is kept too); 0 writes none, so the run cannot resume."
     )
+    background_checkpoints: bool = Field(
+        True, description="Write checkpoints in a thread while training goes on (from a copy of the weights and optimizer "
+        "state in memory); false writes them in the foreground."
+    )
     max_bad_steps: int = Field(5, gt=0, description="Stop after this many steps in a row with a non-finite loss or gradient.")
     auto_batch_size: bool = Field(
         False, description="On out-of-memory, split each batch in two (and again if needed): same effective batch."

@@ -249,7 +249,8 @@ def test_a_streak_of_non_finite_steps_stops_with_the_checkpoint_before_it(refere
     assert all(torch.equal(ours[n], clean[n]) for n in clean)
 
 
-def test_disk_full_while_saving_keeps_the_previous_checkpoint(tiny_models, toy_data, tmp_path, monkeypatch):
+@pytest.mark.parametrize("background", [True, False])
+def test_disk_full_while_saving_keeps_the_previous_checkpoint(tiny_models, toy_data, tmp_path, monkeypatch, background):
     real = run_state.save_state
     calls = {"optimizer": 0}
 
@@ -263,10 +264,16 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(tiny_models, toy_d
         real(obj, path)
 
     monkeypatch.setattr(run_state, "save_state", save_state)
-    cfg = config(tiny_models, toy_data, tmp_path / "run", save_every_n_steps=4, keep_last_checkpoints=1)
+    cfg = config(tiny_models, toy_data, tmp_path / "run", save_every_n_steps=4, keep_last_checkpoints=1,
+                 background_checkpoints=background)
     with pytest.raises(CheckpointError, match="No space left on device") as err:
         lmtune.train(cfg, progress=False)
     assert "previous checkpoint step-4 is intact" in str(err.value)
+    status = json.loads((tmp_path / "run" / "status.json").read_text())
+    assert status["state"] == "failed" and "No space left on device" in status["reason"]
+    # a background write fails while the next steps train: the run stops at the first boundary after, at the latest
+    # when the next checkpoint (step 12) is due
+    assert 8 <= status["step"] <= 12 if background else status["step"] == 8
     root = tmp_path / "run" / "checkpoints"
     assert [p.name for p in root.iterdir()] == ["step-4"]  # no staging folder left behind
     ckpt.verify(root / "step-4")

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from lmtune.config import Config, build_config, load_config, with_defaults
-from lmtune.errors import Interrupted, Pruned, TrainingError
+from lmtune.errors import CheckpointError, Interrupted, Pruned, TrainingError
 from lmtune.inference import merge_adapter
 from lmtune.models.methods import METHODS
 from lmtune.models.saving import save_model
@@ -30,7 +30,7 @@ from lmtune.progress import bar, quiet
 from lmtune.report import write_report
 from lmtune.run_dir import RunDir, RunStatus, State
 from lmtune.tasks.base import Batch
-from lmtune.train.checkpoint import clean_leftovers, rotate
+from lmtune.train.checkpoint import clean_leftovers
 from lmtune.train.optim import warmup_steps
 from lmtune.train.output import Plan, RunLog, TrainResult, finished_result, plan_output_dir, prepare_output_dir
 from lmtune.train.resume import check_compatible, find_checkpoint, saved_config
@@ -39,6 +39,7 @@ from lmtune.train.signals import StopRequest
 from lmtune.train.state import BestKeeper, read_state, restore_checkpoint, restore_trainable, write_checkpoint
 from lmtune.train.step import Progress, Stepper, boundary
 from lmtune.train.tracking import Trackers
+from lmtune.train.writer import CheckpointWriter
 
 log = logging.getLogger("lmtune")
 
@@ -114,6 +115,7 @@ class Run:
         self.initial: dict[str, Any] | None = None  # metrics before training (eval.at_start)
         self.run_log = RunLog(None)
         self.trackers: Trackers | None = None
+        self.writer = CheckpointWriter(background=self.cfg.train.background_checkpoints)
         self.stepper = Stepper(setup.model, setup.optimizer, setup.scheduler, setup.task, setup.accelerator, self.cfg.train, self.state)
         self._predictions: Callable[[], list[dict[str, Any]]] | None = None  # of the latest evaluation
         self.status: RunStatus | None = None  # status.json, once the run folder exists (main process)
@@ -202,9 +204,7 @@ class Run:
         s = self.setup
         assert point is not None
         write_checkpoint(self.folder.checkpoints, point, self.cfg, s.fingerprints, s.unwrapped, s.optimizer, s.scheduler,
-                         s.accelerator, self.best, self.run_log.records)
-        if s.main:
-            rotate(self.folder.checkpoints, self.cfg.train.keep_last_checkpoints, {self.best.step} if self.best.step else set())
+                         s.accelerator, self.best, self.run_log.records, self.writer, self.cfg.train.keep_last_checkpoints)
         s.accelerator.wait_for_everyone()
 
     def evaluate_at_start(self) -> dict[str, Any] | None:
@@ -241,15 +241,20 @@ class Run:
         if end_of_epoch:
             state.epoch, state.batches_in_epoch = state.epoch + 1, 0
         by_steps = tc.save_every_n_steps and state.step % tc.save_every_n_steps == 0
-        signal_number = stop_request.signal_number or 0
+        signal_number, write_failed = stop_request.signal_number or 0, self.writer.failed
         if s.accelerator.num_processes > 1:  # all processes stop at the same step
-            signal_number = int(s.accelerator.reduce(torch.tensor(signal_number, device=s.accelerator.device), "max").item())
+            flags = s.accelerator.reduce(torch.tensor([signal_number, int(write_failed)], device=s.accelerator.device), "max")
+            signal_number, write_failed = int(flags[0].item()), bool(flags[1].item())
+        if write_failed:  # a background write failed: the run ends here, with the checkpoint before it
+            self.writer.raise_failure()
+            raise CheckpointError("the main process could not write a checkpoint (its message says why); the run stopped")
         if self.checkpoints and (by_steps or end_of_epoch or new_best or stop or signal_number):
             # Within a run of non-finite steps the weights have not moved: keep its start, except
             # for a new best, which is read back from the checkpoint of its own step.
             keep_start = state.bad_streak and not new_best
             self.save_checkpoint(self.stepper.streak_start if keep_start else boundary(state, s.scheduler))
         if signal_number:
+            self.writer.wait()  # the checkpoint this message names is complete
             where = (f"a checkpoint of step {state.step} is in {self.folder.checkpoints}" if self.checkpoints
                      else "no checkpoint was written (train.keep_last_checkpoints=0)")
             raise Interrupted(f"stopped by {signal.Signals(signal_number).name} at step {state.step} of {s.total_steps}; "
@@ -300,6 +305,7 @@ def recording(run: Run, plan: Plan, early: logging.handlers.BufferingHandler) ->
         yield
         run.record_status("finished")
     except BaseException as err:
+        run.writer.close()  # a checkpoint being written is completed before the run ends
         outcome = "KILLED" if isinstance(err, (Interrupted, KeyboardInterrupt)) else "FAILED"
         state, reason = _ending(err)
         run.record_status(state, reason)
@@ -360,6 +366,7 @@ def fit(run: Run, on_evaluate: OnEvaluate | None = None) -> None:
 def finish(run: Run) -> TrainResult:
     """Save final/ and best/ (and merged/), score the test split, write metrics.json and the report."""
     s, state, folder, cfg = run.setup, run.state, run.folder, run.cfg
+    run.writer.wait()  # the last checkpoint is complete: the best weights may be read back from it
     meta = s.task.meta(s.max_length)
     if cfg.output.save_final and s.main:
         save_model(s.unwrapped, s.tokenizer, meta, folder.final)

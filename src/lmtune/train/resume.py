@@ -17,7 +17,7 @@ from lmtune.train.checkpoint import CONFIG_FILE, MANIFEST, latest_valid, verify
 # Keys that never change the trained weights: they may differ freely on resume.
 NO_EFFECT = {
     "resume", "resume_allow_changes",
-    "train.log_every_n_steps", "train.save_every_n_steps", "train.keep_last_checkpoints",
+    "train.log_every_n_steps", "train.save_every_n_steps", "train.keep_last_checkpoints", "train.background_checkpoints",
     "train.dataloader_workers", "train.max_bad_steps", "train.auto_batch_size", "train.gradient_checkpointing",
     "eval.batch_size", "eval.at_start", "eval.threshold", "data.test",
     "output.dir", "output.overwrite", "output.save_final", "output.merge_lora",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +28,13 @@ from lmtune.train.checkpoint import (
     load_state,
     restore_rng,
     rng_file,
+    rotate,
     save_state,
     staging_dir,
     verify,
 )
 from lmtune.train.step import Progress
+from lmtune.train.writer import CheckpointWriter
 
 log = logging.getLogger("lmtune")
 
@@ -114,43 +117,92 @@ def restore_trainable(model: torch.nn.Module, saved: dict[str, torch.Tensor], so
 
 def write_checkpoint(
     root: Path, point: dict[str, Any], cfg: Config, fingerprints: dict[str, str], model: Any, optimizer: Any,
-    scheduler: Any, accelerator: Any, best: BestKeeper, history: list[dict[str, Any]],
+    scheduler: Any, accelerator: Any, best: BestKeeper, history: list[dict[str, Any]], writer: CheckpointWriter,
+    keep_last: int,
 ) -> None:
-    """Each process adds its RNG state; the main process writes the rest and commits (see checkpoint.py)."""
+    """Each process adds its RNG state; the main process snapshots the rest and hands it to `writer`.
+
+    The writer writes the files, commits (see checkpoint.py) and rotates the checkpoints, in the
+    background when it is a background writer: the snapshot is a copy then, so the training can
+    go on changing the weights and the optimizer while it is written.
+    """
     step = point["progress"]["step"]
     main = accelerator.is_main_process
+    if main:
+        writer.wait()  # the previous write is complete (or its failure raised) before this one begins
+    snapshot: Snapshot | None = None
     try:
         if main:
             begin(root, step)
         accelerator.wait_for_everyone()
-        tmp = staging_dir(root, step)
-        save_state(point["rng"], rng_file(tmp, accelerator.process_index))
+        save_state(point["rng"], rng_file(staging_dir(root, step), accelerator.process_index))
         if main:
-            save_file(trainable_tensors(model), str(tmp / WEIGHTS_FILE))
-            save_state(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
-            save_state(point["scheduler"], tmp / SCHEDULER_FILE)
-            if accelerator.scaler is not None:
-                save_state(accelerator.scaler.state_dict(), tmp / SCALER_FILE)
-            (tmp / CONFIG_FILE).write_text(cfg.to_yaml(), encoding="utf-8")
-            state = {
-                "progress": point["progress"],
-                "best": best.state(),
-                "history": [r for r in history if r.get("step", 0) <= step],
-                "fingerprints": fingerprints,
-                "num_processes": accelerator.num_processes,
-            }
-            (tmp / STATE_FILE).write_text(json.dumps(state, indent=1), encoding="utf-8")
-        accelerator.wait_for_everyone()
-        if main:
-            commit(root, step)
+            snapshot = Snapshot.take(point, cfg, fingerprints, model, optimizer, accelerator, best, history, writer)
     except OSError as err:
         abort(root, step)
-        previous = latest_valid(root)
-        raise CheckpointError(
-            f"could not write the checkpoint of step {step} in {root}: {err.strerror or err}. "
-            + (f"The previous checkpoint {previous.name} is intact; free space or fix permissions, then resume with --resume."
-               if previous else "No earlier checkpoint exists; free space or fix permissions and start again.")
-        ) from None
+        raise write_failure(root, step, err) from None
+    accelerator.wait_for_everyone()  # every process's RNG file is staged
+    if snapshot is not None:
+        writer.submit(partial(snapshot.write, root, step, keep_last, {best.step} if best.step else set()))
+
+
+class Snapshot:
+    """What a checkpoint holds besides the RNG files, taken at a step boundary (copies, for a background write)."""
+
+    def __init__(self, files: dict[str, Any], texts: dict[str, str]):
+        self.files, self.texts = files, texts
+
+    @classmethod
+    def take(cls, point: dict[str, Any], cfg: Config, fingerprints: dict[str, str], model: Any, optimizer: Any,
+             accelerator: Any, best: BestKeeper, history: list[dict[str, Any]], writer: CheckpointWriter) -> Snapshot:
+        """In the foreground, the live tensors (written before training goes on); in the background, the writer's copies."""
+        step = point["progress"]["step"]
+        weights = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        optimizer_state = optimizer.state_dict()
+        scaler_state = accelerator.scaler.state_dict() if accelerator.scaler is not None else None
+        if writer.background:
+            weights, optimizer_state, scaler_state = writer.copy((weights, optimizer_state, scaler_state))
+        files: dict[str, Any] = {
+            WEIGHTS_FILE: {n: t.detach().cpu().contiguous() for n, t in weights.items()},
+            OPTIMIZER_FILE: optimizer_state,
+            SCHEDULER_FILE: point["scheduler"],  # a deep copy already
+        }
+        if scaler_state is not None:
+            files[SCALER_FILE] = scaler_state
+        state = {
+            "progress": point["progress"],
+            "best": best.state(),
+            "history": [r for r in history if r.get("step", 0) <= step],
+            "fingerprints": fingerprints,
+            "num_processes": accelerator.num_processes,
+        }
+        return cls(files, {CONFIG_FILE: cfg.to_yaml(), STATE_FILE: json.dumps(state, indent=1)})
+
+    def write(self, root: Path, step: int, keep_last: int, protect: set[int]) -> None:
+        """Write into step N's staging folder, commit it, then rotate the checkpoints."""
+        tmp = staging_dir(root, step)
+        try:
+            for name, value in self.files.items():
+                if name == WEIGHTS_FILE:
+                    save_file(value, str(tmp / name))
+                else:
+                    save_state(value, tmp / name)
+            for name, text in self.texts.items():
+                (tmp / name).write_text(text, encoding="utf-8")
+            commit(root, step)
+        except OSError as err:
+            abort(root, step)
+            raise write_failure(root, step, err) from None
+        rotate(root, keep_last, protect)
+
+
+def write_failure(root: Path, step: int, err: OSError) -> CheckpointError:
+    previous = latest_valid(root)
+    return CheckpointError(
+        f"could not write the checkpoint of step {step} in {root}: {err.strerror or err}. "
+        + (f"The previous checkpoint {previous.name} is intact; free space or fix permissions, then resume with --resume."
+           if previous else "No earlier checkpoint exists; free space or fix permissions and start again.")
+    )
 
 
 def read_state(folder: Path) -> dict[str, Any]:
