@@ -18,7 +18,6 @@ holds the weights and AdamW's two moments: about 270 MB.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -121,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     harness.check_common_args(p, args, VARIANTS)
     s = Settings(args.rows, args.every, threads=args.threads)
     if args._child:
-        args._result.write_text(json.dumps(asdict(run_variant(args._child, s))))
+        harness.write_child_result(args._result, run_variant(args._child, s))
         return
     if not (DATA_DIR / "train.tsv").is_file():
         raise SystemExit(f"SST-2 data not found: expected {DATA_DIR / 'train.tsv'}")
@@ -136,13 +135,8 @@ def main(argv: list[str] | None = None) -> None:
         for variant, rs in runs.items():
             print(f"  {variant:<11} " + ", ".join(f"{r.wall_s:.2f}" for r in rs))
     if args.output_json:
-        args.output_json.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"settings": asdict(s), "environment": harness.environment(),
-                   "results": {k: asdict(r) for k, r in results.items()},
-                   "all_runs": {k: [asdict(r) for r in rs] for k, rs in runs.items()}}
-        args.output_json.write_text(json.dumps(payload, indent=2) + "\n")
-        print(f"\nnumbers saved to {args.output_json}")
-
+        harness.write_json_payload(args.output_json, s, harness.environment(), {k: asdict(r) for k, r in results.items()},
+                                   {k: [asdict(r) for r in rs] for k, rs in runs.items()}, {})
 
 if __name__ == "__main__":
     sys.exit(main())

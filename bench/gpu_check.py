@@ -211,26 +211,14 @@ def lmtune_config(task: str, model: Path, data: Path, out: Path, sizes: Sizes, b
 
 def run_lmtune(variant: str, config: dict[str, Any]) -> dict[str, Any]:
     import lmtune
-    from lmtune.train import setup as train_setup
 
-    built: list[Any] = []
-    original = train_setup.load_model
-
-    def recording(cfg: Any) -> Any:  # to count the parameters the run trains
-        built.append(original(cfg))
-        return built[-1]
-
-    train_setup.load_model = recording
-    try:
-        fresh_memory()
-        result = lmtune.train(config, progress=False)
-    finally:
-        train_setup.load_model = original
-    frozen, trained = parameter_split(built[-1][2])
+    fresh_memory()
+    result = lmtune.train(config, progress=False)
+    m = result.metrics
+    trained = int(m["trainable_parameters"])
     losses = [r["loss"] for r in result.history if r.get("type") == "train"]
-    seconds = float(result.metrics["train_runtime_s"])
-    tokens = int(result.metrics["train_tokens"])
-    return row(variant, seconds, tokens, losses[-1] if losses else None, frozen, trained, steps=result.metrics["steps"])
+    return row(variant, float(m["train_runtime_s"]), int(m["train_tokens"]), losses[-1] if losses else None,
+               int(m["total_parameters"]) - trained, trained, steps=m["steps"])
 
 
 def encoded_rows(config: dict[str, Any]) -> tuple[list[dict[str, Any]], Any]:

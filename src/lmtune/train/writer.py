@@ -4,9 +4,9 @@ The training thread hands over a write that reads nothing the training goes on t
 snapshot in state.py holds copies, made with `copy`), and goes on training while the thread
 writes it. The copies live in CPU buffers kept for the whole run and refilled at each
 checkpoint: the first checkpoint allocates them (one copy of the trainable tensors and the
-optimizer state), and refilling is a plain memory copy, without the page faults of fresh memory. Before the
-next write begins, the previous one is waited for, so two writes never race on the checkpoints
-folder. A write that failed is raised in the training thread: at the next step boundary
+optimizer state), and refilling is a plain memory copy, without the page faults of fresh
+memory. Before the next write begins, the previous one is waited for, so two writes never race
+on the checkpoints folder. A write that failed is raised in the training thread: at the next step boundary
 (`raise_failure`), at the next write, or when the run waits for its last write (`wait`).
 
 Written here rather than with torch distributed checkpoint's `async_save`: that saves a whole
