@@ -75,7 +75,7 @@ def test_a_streamed_reply_over_the_timeout_ends_with_an_error_event(server):
 
 
 def test_a_full_queue_answers_503_with_retry_after(long_lm):
-    server = Server(long_lm, "--max-queue", "1", "--timeout", "60")  # a timeout no queued request comes near
+    server = Server(long_lm, "--max-queue", "1", "--timeout", "60", "--max-tokens", "4000")  # a timeout no queued request comes near
     try:
         _fill_the_queue_and_ask(server)
     finally:
@@ -84,7 +84,9 @@ def test_a_full_queue_answers_503_with_retry_after(long_lm):
 
 def _fill_the_queue_and_ask(server: Server) -> None:
     results: dict[str, httpx.Response] = {}
-    threads = {name: threading.Thread(target=lambda n=name: results.setdefault(n, chat(server.url, 250))) for name in ("running", "waiting")}
+    # the running reply (about 3 s) outlasts the polls that see it start and see the next one queued
+    lengths = {"running": 3000, "waiting": 250}
+    threads = {name: threading.Thread(target=lambda n=name: results.setdefault(n, chat(server.url, lengths[n]))) for name in lengths}
     before = generations(server.url)
     threads["running"].start()
     wait_until(lambda: generations(server.url) > before)  # the model thread is busy with it
