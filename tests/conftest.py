@@ -6,8 +6,12 @@ weights, saved as a normal Hugging Face folder (safetensors) in a temporary dire
 
 from __future__ import annotations
 
+import atexit
 import json
+import os
 import random
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +19,10 @@ import pytest
 from toy import FILLER, NEGATIVE, POSITIVE, SPECIALS, VOCAB, toy_rows, toy_sentence, write_csv  # noqa: F401 - used by tests
 
 pytest_plugins = ["webapp"]  # the web app's fixtures (tests/ui)
+
+# The data cache of every run in the suite (and of the lmtune processes it starts): never the user's own.
+os.environ["LMTUNE_CACHE_DIR"] = tempfile.mkdtemp(prefix="lmtune-test-cache-")
+atexit.register(shutil.rmtree, os.environ["LMTUNE_CACHE_DIR"], True)
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,8 @@ def balanced_weights(encoded_targets: list[int], num_classes: int) -> list[float
     return [n / (num_classes * counts[c]) if counts[c] else 0.0 for c in range(num_classes)]
 
 
-def build_loss(cfg: TrainConfig, labels: LabelSpace, encoded_targets: list) -> LossFn:
+def build_loss(cfg: TrainConfig, labels: LabelSpace, encoded_targets: Callable[[], list[int]]) -> LossFn:
+    """The loss of `cfg.loss` for these labels; `encoded_targets()` (the training targets) is called only for balanced class weights."""
     name = DEFAULT_LOSS[labels.label_type] if cfg.loss == "auto" else cfg.loss
     if labels.label_type not in FITS[name]:
         raise ConfigError(
@@ -38,7 +39,7 @@ def build_loss(cfg: TrainConfig, labels: LabelSpace, encoded_targets: list) -> L
         return lambda logits, target: F.binary_cross_entropy_with_logits(logits.float(), target.float())
     weight = None
     if cfg.class_weights == "balanced":
-        weight = torch.tensor(balanced_weights(encoded_targets, labels.num_outputs), dtype=torch.float32)
+        weight = torch.tensor(balanced_weights(encoded_targets(), labels.num_outputs), dtype=torch.float32)
     elif cfg.class_weights is not None:
         if len(cfg.class_weights) != labels.num_outputs:
             raise ConfigError(

@@ -290,7 +290,7 @@ def test_on_empty_drop_leaves_out_rows_with_an_empty_text_or_label_and_logs_it(t
     with caplog.at_level("WARNING", logger="lmtune"):
         data = load(train=train, validation=val, on_empty="drop")
     assert data.train.texts == ["fine", "ok", "last"] and data.train.labels == ["a", "b", "b"]
-    assert data.train.places == ["line 1", "line 3", "line 7"]  # errors later still name the file's own lines
+    assert list(data.train.places) == ["line 1", "line 3", "line 7"]  # errors later still name the file's own lines
     assert data.validation.texts == ["v1", "v2"]
     logged = [r.getMessage() for r in caplog.records]
     assert any("train.jsonl: dropped 4 of 7 rows with an empty or null 'text' or 'label'" in m for m in logged), logged
@@ -395,7 +395,7 @@ def test_split_fraction_and_stratification(tmp_path):
     assert Counter(data.train.labels) == {"a": 96, "b": 48, "c": 16}
     # places still point at the original lines, in file order
     by_text = {t: f"line {i + 2}" for i, (t, _) in enumerate(rows)}
-    assert [by_text[t] for t in data.validation.texts] == data.validation.places
+    assert [by_text[t] for t in data.validation.texts] == list(data.validation.places)
     assert data.validation.places == sorted(data.validation.places, key=lambda s: int(s.split()[1]))
 
 

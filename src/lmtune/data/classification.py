@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import math
 import re
+from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 from pydantic import Field
 
-from lmtune.data.readers import Table, read_table
+from lmtune.data.readers import Columns, Table, read_columns, read_table
 from lmtune.errors import DataError
 from lmtune.schema import DataConfig
 
@@ -29,6 +31,11 @@ class ClassificationSection(DataConfig):
         "auto", description="auto: a list per row is multi-label, non-integer numbers are regression."
     )
     label_separator: str = Field(",", description="Splits a multi-label text cell such as 'a,b'.")
+    cache: bool = Field(True, description="Keep the checked and tokenized rows in Arrow files under data.cache_dir: a run with "
+                        "the same data files, settings and tokenizer reads them instead of the files (false: a temporary copy).")
+    cache_dir: str | None = Field(None, description="Where the data cache lives; safe to delete.",
+                                  json_schema_extra={"shown_default": "$LMTUNE_CACHE_DIR/data, else ~/.cache/lmtune/data"})
+    num_proc: int = Field(1, ge=1, description="Processes that tokenize (datasets' map); worth it from some 100k rows.")
 
 
 @dataclass
@@ -39,7 +46,7 @@ class Examples:
     texts: list[str]
     pairs: list[str] | None
     labels: list[Any]  # a label value, a list of label values, or a float
-    places: list[str]
+    places: Sequence[str]
     raw: list[Any]  # each label as the file wrote it, for messages
 
 
@@ -69,7 +76,33 @@ class LabelSpace:
         return index[str(value)]
 
 
-def _texts(table: Table, column: str, role: str) -> list[str]:
+class Places(Sequence[str]):
+    """Where each row came from ("line 12"), made when asked for: a list of such texts would grow with the data."""
+
+    def __init__(self, numbers: Sequence[int], word: str):
+        self.numbers, self.word = numbers, word
+
+    def __len__(self) -> int:
+        return len(self.numbers)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        if isinstance(i, slice):
+            return [f"{self.word} {n}" for n in self.numbers[i]]
+        return f"{self.word} {self.numbers[i]}"
+
+
+def _texts(table: Table | Columns, column: str, role: str) -> list[str]:
     values = table.column(column, role)
     bad = [i for i, v in enumerate(values) if not isinstance(v, str) or not v.strip()]
     if bad:
@@ -126,10 +159,8 @@ def read_texts(path: str, text_column: str, pair_column: str | None) -> tuple[li
 
 def read_examples(path: str, cfg: ClassificationSection, limit: int | None) -> Examples:
     """Texts and parsed label values of one file; `with_label_type` then fits the labels to a label type."""
-    table = read_table(path).without_empty([cfg.text_column, cfg.text_pair_column, cfg.label_column], cfg.on_empty)
-    if limit is not None:
-        table = table.head(limit)
-    if not table.rows:
+    table = read_columns(path, [cfg.text_column, cfg.text_pair_column, cfg.label_column], cfg.on_empty, limit)
+    if not len(table):
         raise DataError(f"{table.source}: holds no data rows" + (" with every cell filled" if cfg.on_empty == "drop" else ""))
     texts = _texts(table, cfg.text_column, "data.text_column")
     pairs = _texts(table, cfg.text_pair_column, "data.text_pair_column") if cfg.text_pair_column else None
@@ -150,7 +181,7 @@ def read_examples(path: str, cfg: ClassificationSection, limit: int | None) -> E
             ok = all(isinstance(x, (str, int)) and not isinstance(x, bool) for x in v)
         if not ok:
             raise DataError(f"{table.source}: {table.where(i)}: label {v!r} in column {cfg.label_column!r} is not a usable label")
-    places = [table.where(i) for i in range(len(table.rows))]
+    places = Places(table.places, table.place_word)
     return Examples(table.source, texts, pairs, labels, places, raw)
 
 
@@ -276,11 +307,17 @@ def split_examples(examples: Examples, fraction: float, seed: int, stratify: boo
             [examples.texts[i] for i in idx],
             [examples.pairs[i] for i in idx] if examples.pairs is not None else None,
             [examples.labels[i] for i in idx],
-            [examples.places[i] for i in idx],
+            _take_places(examples.places, idx),
             [examples.raw[i] for i in idx],
         )
 
     return take(sorted(idx_train)), take(sorted(idx_val))
+
+
+def _take_places(places: Sequence[str], idx: list[int]) -> Sequence[str]:
+    if isinstance(places, Places):
+        return Places(array("q", (places.numbers[i] for i in idx)), places.word)
+    return [places[i] for i in idx]
 
 
 @dataclass

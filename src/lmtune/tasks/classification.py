@@ -14,16 +14,14 @@ from torch import nn
 
 from lmtune.data.batching import EncodedDataset, LengthGroupedBatchSampler, PadCollator, encode_texts
 from lmtune.data.classification import (
-    ClassificationData,
     ClassificationSection,
-    Examples,
     LabelSpace,
     check_known_labels,
-    load_classification_data,
     read_examples,
     read_texts,
     with_label_type,
 )
+from lmtune.data.classification_store import CachedData, load_cached_data, tokenize_splits
 from lmtune.errors import ConfigError, DataError
 from lmtune.eval.evaluate import model_inputs, predict_scores, score
 from lmtune.figures.curves import confusion_plot, roc_pr_plots
@@ -88,7 +86,7 @@ class ClassificationTask:
     def __init__(self, cfg: Config):
         assert isinstance(cfg, ClassificationConfig)
         self.cfg: ClassificationConfig = cfg
-        self.data: ClassificationData | None = None
+        self.data: CachedData | None = None
         self.new_head: list[str] = []
         self.metric, self.greater_is_better = "", True
         self._loss: Any = None
@@ -100,7 +98,8 @@ class ClassificationTask:
         return self.data.labels
 
     def load_data(self) -> None:
-        self.data = load_classification_data(self.cfg.data, self.cfg.train.seed)
+        """The checked examples, from the data cache when these files and settings were read before (else read, checked and cached)."""
+        self.data = load_cached_data(self.cfg.data, self.cfg.train.seed)
         self.metric, self.greater_is_better = resolve_metric(self.cfg, self.labels.label_type)
 
     def load_model(self, tokenizer: Any) -> nn.Module:
@@ -118,25 +117,14 @@ class ClassificationTask:
 
     def encode(self, tokenizer: Any, max_length: int) -> Splits:
         assert self.data is not None
-
-        def one(examples: Examples, name: str) -> EncodedDataset:
-            ids, types, at_limit = encode_texts(tokenizer, examples.texts, examples.pairs, max_length)
-            if at_limit:
-                log.info("%s: %d of %d examples reached max_length=%d and were truncated", name, at_limit, len(ids), max_length)
-            return EncodedDataset(ids, [self.labels.encode(v) for v in examples.labels], types)
-
-        train = one(self.data.train, "train")
-        self._loss = build_loss(self.cfg.train, self.labels, train.targets)
-        test = one(self.data.test, "test") if self.data.test else None
-        return Splits(train, one(self.data.validation, "validation"), test)
+        stores = tokenize_splits(self.data, tokenizer, max_length, self.cfg.data.num_proc)
+        train = stores["train"]
+        self._loss = build_loss(self.cfg.train, self.labels, lambda: train.targets)
+        return Splits(train, stores["validation"], stores.get("test"))
 
     def data_fingerprint(self) -> Any:
         assert self.data is not None
-
-        def record(e: Examples) -> list[Any]:
-            return [e.texts, e.pairs, [str(v) for v in e.labels]]
-
-        return [record(self.data.train), record(self.data.validation), self.labels.names]
+        return self.data.fingerprint
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         assert self._collate is not None
@@ -158,15 +146,16 @@ class ClassificationTask:
     def prediction_rows(self, split: str, scores: np.ndarray, targets: np.ndarray) -> list[dict[str, Any]]:
         """One row per example of `split`: its text, label, prediction and (for labels) class probabilities."""
         assert self.data is not None
-        examples = self.data.test if split == "test" else self.data.validation
-        assert examples is not None and len(examples.texts) == len(scores)
+        examples = self.data.splits[split]
+        texts, pairs = examples.texts.to_list(), examples.pairs.to_list() if examples.pairs is not None else None
+        assert len(texts) == len(scores)
         names, kind = self.labels.names, self.labels.label_type
         join = self.cfg.data.label_separator.join
         rows = []
         for i, (s, t) in enumerate(zip(scores, targets)):
-            row: dict[str, Any] = {"row": i, "text": examples.texts[i]}
-            if examples.pairs is not None:
-                row["text_pair"] = examples.pairs[i]
+            row: dict[str, Any] = {"row": i, "text": texts[i]}
+            if pairs is not None:
+                row["text_pair"] = pairs[i]
             if kind == "single":
                 row["label"], row["predicted"] = names[int(t)], names[int(s.argmax())]
             elif kind == "multi":
