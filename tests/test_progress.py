@@ -24,7 +24,8 @@ def run(argv: list[str], monkeypatch) -> str:
 
 
 def test_train_predict_and_search_show_bars_on_a_terminal_and_none_when_quiet(tiny_models, toy_data, tmp_path, monkeypatch):
-    cfg = make_config(tiny_models["bert"], toy_data, tmp_path / "run", train={"epochs": 1})
+    # a cache of its own: the data is tokenized (with a bar) even when another test tokenized it before
+    cfg = make_config(tiny_models["bert"], toy_data, tmp_path / "run", train={"epochs": 1}, data={"cache_dir": str(tmp_path / "cache")})
     cfg["search"] = {"n_trials": 2, "space": {"train.learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}}}
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(cfg))
@@ -33,7 +34,8 @@ def test_train_predict_and_search_show_bars_on_a_terminal_and_none_when_quiet(ti
     for desc in ("tokenize:", "evaluate:", "train: 100%"):
         assert desc in screen, f"no {desc} bar"
     assert "<00:00" in screen or "<?" in screen  # tqdm's elapsed<remaining: the ETA
-    assert "tokenize" not in run(["train", str(config), "--quiet", "output.dir=" + str(tmp_path / "quiet")], monkeypatch)
+    quiet = run(["train", str(config), "--quiet", "output.dir=" + str(tmp_path / "quiet"), "data.cache=false"], monkeypatch)
+    assert "tokenize" not in quiet  # tokenized again (no cache), without a bar
 
     texts = tmp_path / "texts.csv"
     texts.write_text("text\n" + "\n".join(["good food"] * 50) + "\n")

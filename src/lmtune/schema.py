@@ -60,6 +60,16 @@ class DataConfig(Section):
     )
 
 
+class CachedDataConfig(DataConfig):
+    """The data keys of the tasks whose tokenized data lives in the data cache (lmtune/data/store.py)."""
+
+    cache: bool = Field(True, description="Keep the tokenized data (for classification, the checked rows too) in Arrow files "
+                        "under data.cache_dir: a run with the same data files, settings and tokenizer tokenizes nothing "
+                        "(false: a temporary copy).")
+    cache_dir: str | None = Field(None, description="Where the data cache lives; safe to delete.",
+                                  json_schema_extra={"shown_default": "$LMTUNE_CACHE_DIR/data, else ~/.cache/lmtune/data"})
+
+
 class MethodConfig(Section):
     """`method`: which fine-tuning method. Each method (an entry of `lmtune.models.methods.METHODS`)
     brings its own keys; `lmtune.config` validates the section with every registered method's keys."""

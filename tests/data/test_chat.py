@@ -172,7 +172,7 @@ def test_squad_dev_becomes_question_answer_conversations():
 def test_text_blocks_keep_every_token_and_separate_documents(tmp_path):
     tok = tokenizer(None)
     docs = ["hello who are you", "i am nova", "what do you do and who are you"]
-    blocks = text_blocks(tok, docs, block_size=4)
+    blocks = list(text_blocks(tok, docs, block_size=4))
     stream = [t for b in blocks for t in b]
     assert all(len(b) == 4 for b in blocks[:-1]) and 0 < len(blocks[-1]) <= 4
     expected = [t for d in docs for t in tok(d, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]]

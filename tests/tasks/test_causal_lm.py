@@ -180,17 +180,22 @@ def test_packed_training_equals_unpacked_training_in_loss_per_token(tiny_lms, id
     assert first[True]["loss"] == pytest.approx(first[False]["loss"], rel=1e-5)
 
 
+def resume_from(cfg: dict, ref: Path, resumed: Path, step: int) -> Path:
+    """Resume in `resumed` what a run of `cfg` killed right after checkpoint `step` would leave of `ref`'s folder."""
+    (resumed / "checkpoints").mkdir(parents=True)
+    state = json.loads((ref / "checkpoints" / f"step-{step}" / "state.json").read_text())
+    for kept in {step, state["best"]["step"]}:
+        shutil.copytree(ref / "checkpoints" / f"step-{kept}", resumed / "checkpoints" / f"step-{kept}")
+    shutil.copy(ref / "config.yaml", resumed / "config.yaml")
+    lmtune.train({**cfg, "resume": "auto", "output": {"dir": str(resumed)}}, progress=False)
+    return resumed
+
+
 def test_resume_mid_run_equals_the_uninterrupted_run(tiny_lms, identity_data, tmp_path):
     cfg = lm_config(tiny_lms["llama"], identity_data, tmp_path / "ref", method={"name": "lora"},
                     train={"epochs": 3, "save_every_n_steps": 1, "keep_last_checkpoints": 100, "log_every_n_steps": 1})
     lmtune.train(cfg, progress=False)
-    resumed = tmp_path / "resumed"  # as a run killed right after checkpoint 5 leaves its folder
-    (resumed / "checkpoints").mkdir(parents=True)
-    state = json.loads((tmp_path / "ref" / "checkpoints" / "step-5" / "state.json").read_text())
-    for step in {5, state["best"]["step"]}:
-        shutil.copytree(tmp_path / "ref" / "checkpoints" / f"step-{step}", resumed / "checkpoints" / f"step-{step}")
-    shutil.copy(tmp_path / "ref" / "config.yaml", resumed / "config.yaml")
-    lmtune.train({**cfg, "resume": "auto", "output": {"dir": str(resumed)}}, progress=False)
+    resumed = resume_from(cfg, tmp_path / "ref", tmp_path / "resumed", 5)
     for name in ("metrics.jsonl",):
         a = [r for r in map(json.loads, (tmp_path / "ref" / name).read_text().splitlines()) if r["type"] == "train"]
         b = [r for r in map(json.loads, (resumed / name).read_text().splitlines()) if r["type"] == "train"]
@@ -274,3 +279,18 @@ def test_the_prompt_ids_of_chat_and_serve_are_those_training_built(tiny_lms, tmp
         assert len(starts) == len(turns)
         for start, turn in zip(starts, turns):
             assert ids[:start] == lm.prompt_ids(messages[:turn]), (kind, i, turn)
+
+
+def test_a_streamed_corpus_trains_and_resumes_exactly(tiny_lms, tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(["the capital of france is paris . the capital of spain is madrid ."] * 30) + "\n")
+    cfg = lm_config(tiny_lms["gpt2"], {"train": corpus, "validation": corpus}, tmp_path / "ref",
+                    data={"validation": None, "validation_split": 0.2, "streaming": True}, model={"max_length": 16},
+                    train={"epochs": 2, "save_every_n_steps": 1, "keep_last_checkpoints": 100, "log_every_n_steps": 1})
+    lmtune.train(cfg, progress=False)
+    resumed = resume_from(cfg, tmp_path / "ref", tmp_path / "resumed", 3)
+    a = [r for r in map(json.loads, (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()) if r["type"] == "train"]
+    b = [r for r in map(json.loads, (resumed / "metrics.jsonl").read_text().splitlines()) if r["type"] == "train"]
+    assert len(a) >= 6 and [(r["step"], r["loss"]) for r in a] == [(r["step"], r["loss"]) for r in b]
+    wa, wb = load_file(tmp_path / "ref" / "final" / "model.safetensors"), load_file(resumed / "final" / "model.safetensors")
+    assert all(torch.equal(wa[n], wb[n]) for n in wa)

@@ -427,3 +427,31 @@ def test_lora_trains_the_adapter_and_head_and_reloads_with_the_same_answers(tiny
     qa = lmtune.load(tmp_path / "run")
     records = qa.read_records(str(toy_files["validation"]))
     assert [a["answer"] for a in qa.predict_records(records)] == written
+
+
+def test_windows_come_back_from_the_data_cache_as_they_were_made(tiny_bert, toy_files, tmp_path, monkeypatch):
+    from lmtune.models.loading import load_tokenizer
+    from lmtune.tasks import extractive_qa
+
+    def encoded() -> tuple[ExtractiveQATask, object]:
+        cfg = build_config(qa_config(tiny_bert, toy_files, tmp_path / "run", data={"cache_dir": str(tmp_path / "cache")}))
+        task = ExtractiveQATask(cfg)
+        task.load_data()
+        tokenizer = load_tokenizer(cfg.model)
+        task.load_model(tokenizer)
+        return task, task.encode(tokenizer, 32)
+
+    task, splits = encoded()
+    memory = encode_windows(load_tokenizer(task.cfg.model), task.data.validation.examples, 32, 8, "validation")
+    stored = task.windows["validation"]
+    assert len(stored) == len(memory) > len(task.data.validation.examples)  # several windows for some questions
+    assert [stored[i] for i in range(len(stored))] == [memory[i] for i in range(len(memory))]
+    assert list(stored.example_of) == memory.example_of and list(stored.context_first) == memory.context_first
+    assert [stored.spans[w] for w in range(len(stored))] == memory.spans
+    start = np.random.default_rng(0).normal(size=(len(memory), 32))
+    end = np.random.default_rng(1).normal(size=(len(memory), 32))
+    assert pick_answers(stored, start, end, 5, 10) == pick_answers(memory, start, end, 5, 10)
+
+    monkeypatch.setattr(extractive_qa, "window_rows", lambda *a: (_ for _ in ()).throw(AssertionError("tokenized again")))
+    _, again = encoded()
+    assert [again.train[i] for i in range(len(again.train))] == [splits.train[i] for i in range(len(splits.train))]

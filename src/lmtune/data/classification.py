@@ -14,14 +14,14 @@ from pydantic import Field
 
 from lmtune.data.readers import Columns, Table, read_columns, read_table
 from lmtune.errors import DataError
-from lmtune.schema import DataConfig
+from lmtune.schema import CachedDataConfig
 
 log = logging.getLogger("lmtune")
 
 LabelType = Literal["single", "multi", "regression"]
 
 
-class ClassificationSection(DataConfig):
+class ClassificationSection(CachedDataConfig):
     """`data` of task classification: a text (or text pair) column and a label column."""
 
     text_column: str = Field("text", description="Column of the text to classify.")
@@ -31,10 +31,6 @@ class ClassificationSection(DataConfig):
         "auto", description="auto: a list per row is multi-label, non-integer numbers are regression."
     )
     label_separator: str = Field(",", description="Splits a multi-label text cell such as 'a,b'.")
-    cache: bool = Field(True, description="Keep the checked and tokenized rows in Arrow files under data.cache_dir: a run with "
-                        "the same data files, settings and tokenizer reads them instead of the files (false: a temporary copy).")
-    cache_dir: str | None = Field(None, description="Where the data cache lives; safe to delete.",
-                                  json_schema_extra={"shown_default": "$LMTUNE_CACHE_DIR/data, else ~/.cache/lmtune/data"})
     num_proc: int = Field(1, ge=1, description="Processes that tokenize (datasets' map); worth it from some 100k rows.")
 
 

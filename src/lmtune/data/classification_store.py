@@ -13,17 +13,17 @@ import json
 import logging
 import time
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lmtune.data.classification import ClassificationData, ClassificationSection, Examples, LabelSpace, load_classification_data
-from lmtune.data.store import ArrowColumn, Entry, TokenStore, cache_root, file_digest, key_of, tokenizer_digest, write_arrow
+from lmtune.data.store import ArrowColumn, Entry, TokenStore, data_entry, key_of, tokenizer_digest, write_arrow
+from lmtune.progress import bar
 
 log = logging.getLogger("lmtune")
 
-# What a change of which does not change the checked rows: the paths (their content is keyed), the cache itself.
-NOT_KEYED = {"train", "validation", "test", "cache", "cache_dir", "num_proc"}
 TOKENIZE_BATCH = 1000
 
 
@@ -47,21 +47,8 @@ class CachedData:
 def load_cached_data(cfg: ClassificationSection, seed: int) -> CachedData:
     """The checked splits of `cfg`: from the cache when an entry for these files and settings is there, else read,
     checked (every DataError as before) and written to a new entry."""
-    paths = {"train": cfg.train, "validation": cfg.validation, "test": cfg.test}
-    digests = {split: file_digest(path) for split, path in paths.items() if path}
-    keyable = cfg.cache and all(d is not None for d in digests.values())  # a hub dataset has no content to key
-    settings = cfg.model_dump(mode="json", exclude=NOT_KEYED)
-    key = key_of({"task": "classification", "files": digests, "settings": settings, "seed": None if cfg.validation else seed})
-    entry = Entry(cache_root(cfg.cache_dir), "classification", key, cached=keyable)
-    meta = entry.meta() if keyable else None
-    if meta is not None:
-        log.info("data: the checked rows come from the cache (%s); %s", entry.folder, meta["label_note"])
-    else:
-        started = time.perf_counter()
-        data = load_classification_data(cfg, seed)
-        meta = entry.write(lambda folder: _write_rows(folder, data))
-        if keyable:
-            log.info("data: checked rows cached in %s (%.1f s)", entry.folder, time.perf_counter() - started)
+    entry = data_entry("classification", cfg, seed)
+    meta = entry.read_or_write("the checked rows", lambda folder: _write_rows(folder, load_classification_data(cfg, seed)))
     splits = {}
     for split in meta["splits"]:
         rows = entry.arrow(split)
@@ -84,9 +71,8 @@ def _write_rows(folder: Path, data: ClassificationData) -> dict[str, Any]:
     splits = {"train": data.train, "validation": data.validation, **({"test": data.test} if data.test is not None else {})}
     for name, examples in splits.items():
         write_arrow(folder / f"{name}.arrow", features, _rows(name, examples, data.labels, digest))
-    label_note = f"label type {data.labels.label_type}, {len(data.labels.names) or 'one output'} labels"
     return {"splits": list(splits), "pairs": pairs, "label_type": data.labels.label_type, "labels": data.labels.names,
-            "fingerprint": digest.hexdigest()[:16], "label_note": label_note,
+            "fingerprint": digest.hexdigest()[:16],
             "counts": {name: len(e.texts) for name, e in splits.items()}}
 
 
@@ -119,12 +105,15 @@ def tokenize_splits(data: CachedData, tokenizer: Any, max_length: int, num_proc:
             features = Features({**{c: rows.features[c] for c in rows.column_names if c not in text_columns}, **token_features})
             name = str(data.entry.folder / f"{split}-tokens-{key}.arrow")
             started, hit = time.perf_counter(), any(data.entry.folder.glob(f"{split}-tokens-{key}*.arrow"))
-            tokens = rows.map(
-                _tokenize, fn_kwargs={"tokenizer": tokenizer, "max_length": max_length, "types": types}, batched=True,
-                batch_size=TOKENIZE_BATCH, num_proc=num_proc if num_proc > 1 and len(rows) >= num_proc * TOKENIZE_BATCH else None,
-                remove_columns=text_columns, features=features, cache_file_name=name, load_from_cache_file=True,
-                new_fingerprint=f"{key}-{split}",
-            )
+            processes = num_proc if num_proc > 1 and len(rows) >= num_proc * TOKENIZE_BATCH else None
+            with nullcontext() if hit else bar(total=len(rows), desc="tokenize", unit="examples") as progress:
+                kwargs = {"tokenizer": tokenizer, "max_length": max_length, "types": types,
+                          "progress": progress if processes is None else None}  # a bar stays in this process
+                tokens = rows.map(
+                    _tokenize, fn_kwargs=kwargs, batched=True, batch_size=TOKENIZE_BATCH, num_proc=processes,
+                    remove_columns=text_columns, features=features, cache_file_name=name, load_from_cache_file=True,
+                    new_fingerprint=f"{key}-{split}",
+                )
             store = TokenStore(tokens)
             cut = store.at_limit(max_length)
             log.info("%s: %d examples %s (%.1f s)", split, len(store), "tokenized earlier, from the cache" if hit else "tokenized",
@@ -138,8 +127,10 @@ def tokenize_splits(data: CachedData, tokenizer: Any, max_length: int, num_proc:
     return stores
 
 
-def _tokenize(batch: dict[str, list[Any]], tokenizer: Any, max_length: int, types: bool) -> dict[str, list[Any]]:
+def _tokenize(batch: dict[str, list[Any]], tokenizer: Any, max_length: int, types: bool, progress: Any) -> dict[str, list[Any]]:
     enc = tokenizer(batch["text"], batch.get("text_pair"), truncation=True, max_length=max_length, padding=False)
+    if progress is not None:
+        progress.update(len(enc["input_ids"]))
     out = {"input_ids": enc["input_ids"], "length": [len(ids) for ids in enc["input_ids"]]}
     if types:
         out["token_type_ids"] = enc.get("token_type_ids") or [[0] * n for n in out["length"]]

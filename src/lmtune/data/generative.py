@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -26,17 +26,17 @@ from pydantic import Field, model_validator
 
 from lmtune.data.batching import TOKENIZE_CHUNK
 from lmtune.data.chat import check_messages
-from lmtune.data.readers import Table, read_table
-from lmtune.errors import DataError
+from lmtune.data.readers import Table, is_blank, open_rows, read_table
+from lmtune.errors import ConfigError, DataError
 from lmtune.progress import bar
-from lmtune.schema import DataConfig
+from lmtune.schema import CachedDataConfig
 
 log = logging.getLogger("lmtune")
 
 GENERATIVE_COLUMNS = {"instruction", "input", "output", "system", "history", "messages"}
 
 
-class GenerativeSection(DataConfig):
+class GenerativeSection(CachedDataConfig):
     """`data` keys of the tasks that train a model to write replies."""
 
     system_prompt: str | None = Field(None, description="System message for conversations that have none (lmtune generate and chat use it too).")
@@ -54,6 +54,8 @@ class CausalLMSection(GenerativeSection):
     columns: dict[str, str] = Field(
         default_factory=dict, description="The file's names for instruction, input, output, system, history, messages."
     )
+    streaming: bool = Field(False, description="format text: read the documents a row (a .txt file a MiB) at a time while they "
+                            "are tokenized into the data cache, never all in memory: for corpora larger than memory.")
 
     @model_validator(mode="after")
     def _known_columns(self) -> CausalLMSection:
@@ -95,7 +97,7 @@ def detect_format(path: str, columns: dict[str, str] | None = None, text_column:
     if p.suffix.lower() == ".json" and p.is_file() and _is_squad(p):
         return "squad"
     names = {"instruction": "instruction", "messages": "messages", **(columns or {})}
-    found = read_table(path).columns
+    found = first_columns(path)
     if names["messages"] in found or "conversations" in found:
         return "messages"
     if names["instruction"] in found:
@@ -107,6 +109,14 @@ def detect_format(path: str, columns: dict[str, str] | None = None, text_column:
         f"'instruction'/'output' (alpaca), 'messages' or 'conversations' (chat), or {text_column!r} (raw text). "
         f"Set data.format, and data.columns or data.text_column if the names differ"
     )
+
+
+def first_columns(path: str) -> list[str]:
+    """The columns of a data file as its first row shows them (a JSONL row may name fewer than a later one)."""
+    stream = open_rows(path)
+    if not stream.fixed_columns:
+        next(stream.rows, None)
+    return stream.columns()
 
 
 def load_conversations(path: str, fmt: str, columns: dict[str, str] | None = None, on_empty: str = "error") -> Conversations:
@@ -246,22 +256,197 @@ def load_documents(path: str, text_column: str = "text", on_empty: str = "error"
     return docs
 
 
-def text_blocks(tokenizer: Any, documents: list[str], block_size: int) -> list[list[int]]:
-    """Tokenize, join with EOS (each document ends with it), cut into blocks of block_size tokens.
+STREAM_WINDOW_CHARS = 1 << 18  # data.streaming: a .txt file is tokenized in windows of about this many characters,
+STREAM_OVERLAP_CHARS = 4096  # each overlapping the next by this many, where the two tokenizations are joined
+SYNC_TOKENS = 8  # tokens that must agree after a join: the join is where both windows tokenize the same
+WINDOWS_PER_CALL = 4
+TOKENIZE_CHARS = 4 << 20  # characters per tokenizer call, at most (and TOKENIZE_CHUNK documents)
+
+
+class DocumentStream:
+    """data.streaming: the documents of a file, read (and checked) a row at a time each time they are iterated.
+
+    Other formats than .txt give one document per row of `text_column`, with load_documents'
+    checks and messages. A .txt file is one document, read in overlapping windows of about a MiB:
+    two neighbouring windows are joined at a token boundary in their overlap after which both give
+    the same tokens (far from the edges of either), so the file gives the tokens it gives read
+    whole, whatever the tokenizer does with whitespace or the start of a text.
+    """
+
+    def __init__(self, path: str, text_column: str, on_empty: str, limit: int | None):
+        self.path, self.text_column, self.on_empty, self.limit = path, text_column, on_empty, limit
+        self.source = path
+
+    def token_chunks(self, tokenizer: Any) -> Iterator[tuple[list[int], bool]]:
+        """(token ids, ends a document) pairs, in file order."""
+        if Path(self.path).suffix.lower() == ".txt":
+            yield from self._text_chunks(tokenizer)
+        else:
+            yield from _tokenized(tokenizer, ((doc, True) for doc in self._rows()))
+
+    def _text_chunks(self, tokenizer: Any) -> Iterator[tuple[list[int], bool]]:
+        p = Path(self.path)
+        if not p.is_file():
+            raise DataError(f"{p}: no such file")
+        previous: tuple[list[int], list[int]] | None = None  # the last window's ids and their start characters
+        emitted = 0  # ids of `previous` already given
+        seen_text = False
+        for group in _groups(_windows(_lines_of(p), STREAM_WINDOW_CHARS, STREAM_OVERLAP_CHARS), WINDOWS_PER_CALL):
+            seen_text = seen_text or any(text.strip() for _, text in group)
+            # several windows a call: the tokenizer encodes them on as many threads
+            encodings = tokenizer([text for _, text in group], add_special_tokens=False, return_offsets_mapping=True)
+            for (start, _), ids, offsets in zip(group, encodings["input_ids"], encodings["offset_mapping"]):
+                current = (ids, [start + lo for lo, _ in offsets])
+                if previous is None:
+                    previous = current
+                    continue
+                join = _join(previous, current, start + STREAM_OVERLAP_CHARS // 4, start + 3 * STREAM_OVERLAP_CHARS // 4)
+                if join is None:
+                    raise DataError(
+                        f"{p}: read in pieces for data.streaming, the text near character {start:,} does not tokenize the same "
+                        f"in two overlapping pieces, so the pieces cannot be joined exactly; give the corpus as documents (a "
+                        f"JSONL or CSV file with a text column), or set data.streaming: false")
+                i, j = join
+                yield previous[0][emitted:i], False
+                previous, emitted = current, j
+        if not seen_text:
+            raise DataError(f"{p}: the file is empty")
+        if previous is not None:
+            yield previous[0][emitted:], True
+
+    def _rows(self) -> Iterator[str]:
+        stream = open_rows(self.path)
+        if stream.fixed_columns and self.text_column not in stream.columns():
+            raise_no_text_column(stream.source, self.text_column, stream.columns())
+        bad: list[str] = []
+        dropped = count = kept = 0
+        for place, row in stream.rows:
+            value = row.get(self.text_column)
+            count += 1
+            if is_blank(value) and self.on_empty == "drop":
+                dropped += 1
+                continue
+            if not isinstance(value, str):
+                bad.append(f"{stream.place_word} {place}")
+                continue
+            if value.strip():
+                kept += 1
+                yield value
+                if self.limit and kept >= self.limit:
+                    break
+        if self.text_column not in stream.columns():
+            raise_no_text_column(stream.source, self.text_column, stream.columns())
+        if dropped:
+            log.warning("%s: dropped %d of %d rows with an empty or null %r (data.on_empty: drop)", stream.source, dropped, count,
+                        self.text_column)
+        if bad:
+            raise DataError(f"{stream.source}: {len(bad)} rows have no text in {self.text_column!r} (first: {', '.join(bad[:3])}); "
+                            f"fill them, or set data.on_empty: drop to leave them out")
+        if not kept:
+            raise DataError(f"{stream.source}: every text is empty")
+
+
+def _windows(lines: Iterator[str], size: int, overlap: int) -> Iterator[tuple[int, str]]:
+    """(start character, text) windows of size + overlap characters, one every `size` characters; the last one shorter."""
+    parts: list[str] = []
+    held, start = 0, 0
+    for line in lines:
+        parts.append(line)
+        held += len(line)
+        while held >= size + overlap:
+            text = "".join(parts)
+            yield start, text[: size + overlap]
+            parts, held, start = [text[size:]], held - size, start + size
+    text = "".join(parts)
+    if text and (start == 0 or held > overlap):  # else the previous window held all of it
+        yield start, text
+
+
+def _groups(items: Iterator[tuple[int, str]], n: int) -> Iterator[list[tuple[int, str]]]:
+    group: list[tuple[int, str]] = []
+    for item in items:
+        group.append(item)
+        if len(group) == n:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+def _join(previous: tuple[list[int], list[int]], current: tuple[list[int], list[int]], lo: int, hi: int) -> tuple[int, int] | None:
+    """Indices (i in previous, j in current) of a token that starts at the same character in both, between lo and hi,
+    after which both windows give the same SYNC_TOKENS tokens."""
+    p_ids, p_starts = previous
+    c_ids, c_starts = current
+    where = {s: j for j, s in enumerate(c_starts) if lo <= s <= hi}
+    for i, s in enumerate(p_starts):
+        if lo <= s <= hi and s in where:
+            j = where[s]
+            if p_ids[i : i + SYNC_TOKENS] == c_ids[j : j + SYNC_TOKENS] and len(c_ids) - j >= SYNC_TOKENS:
+                return i, j
+    return None
+
+
+def raise_no_text_column(source: str, column: str, columns: list[str]) -> None:
+    raise DataError(f"{source}: no column {column!r} (asked for as the text); the columns are: {', '.join(map(repr, columns)) or 'none'}")
+
+
+def _lines_of(p: Path) -> Iterator[str]:
+    """The lines of a UTF-8 text file, each ending in \\n (\\r\\n and \\r read as \\n, as Python reads text), one at a
+    time; load_documents' message for a byte that is not UTF-8."""
+    offset = 0
+    with p.open("rb") as f:
+        for raw in f:
+            try:
+                yield raw.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+            except UnicodeDecodeError as err:
+                raise DataError(f"{p}: not UTF-8 text (byte {offset + err.start})") from None
+            offset += len(raw)
+
+
+def _tokenized(tokenizer: Any, pieces: Iterable[tuple[str, bool]]) -> Iterator[tuple[list[int], bool]]:
+    """Each (text, ends a document) piece's token ids, tokenized TOKENIZE_CHUNK pieces or TOKENIZE_CHARS characters a call."""
+    batch: list[tuple[str, bool]] = []
+    size = 0
+
+    def flush() -> Iterator[tuple[list[int], bool]]:
+        ids = tokenizer([text for text, _ in batch], add_special_tokens=False)["input_ids"]
+        yield from zip(ids, (ends for _, ends in batch))
+
+    for piece in pieces:
+        batch.append(piece)
+        size += len(piece[0])
+        if len(batch) >= TOKENIZE_CHUNK or size >= TOKENIZE_CHARS:
+            yield from flush()
+            batch, size = [], 0
+    if batch:
+        yield from flush()
+
+
+def text_blocks(tokenizer: Any, documents: list[str] | DocumentStream, block_size: int) -> Iterator[list[int]]:
+    """Tokenize, join with EOS (each document ends with it), cut into blocks of block_size tokens, one block at a time.
 
     The last, shorter block is kept: no token of the data is dropped.
     """
     if tokenizer.eos_token_id is None:
         raise DataError("the tokenizer has no EOS token to separate documents")
-    stream: list[int] = []
-    with bar(total=len(documents), desc="tokenize", unit="documents") as progress:
-        for start in range(0, len(documents), TOKENIZE_CHUNK):
-            part = documents[start : start + TOKENIZE_CHUNK]
-            for ids in tokenizer(part, add_special_tokens=False)["input_ids"]:
-                stream.extend(ids)
+    if isinstance(documents, DocumentStream):
+        chunks, total = documents.token_chunks(tokenizer), None
+    else:
+        chunks, total = _tokenized(tokenizer, ((d, True) for d in documents)), len(documents)
+    stream: list[int] = []  # the tokens not yet in a block
+    with bar(total=total, desc="tokenize", unit="documents" if total is not None else "pieces") as progress:
+        for ids, ends in chunks:
+            stream.extend(ids)
+            if ends:
                 stream.append(tokenizer.eos_token_id)
-            progress.update(len(part))
-    return [stream[i : i + block_size] for i in range(0, len(stream), block_size)]
+            whole = len(stream) - len(stream) % block_size
+            for start in range(0, whole, block_size):
+                yield stream[start : start + block_size]
+            stream = stream[whole:]
+            progress.update(1)
+    if stream:
+        yield stream
 
 
 @dataclass
@@ -269,9 +454,9 @@ class GenerativeData:
     """The splits of a causal-LM run: conversations, or documents for format `text`."""
 
     format: str
-    train: Conversations | list[str]
-    validation: Conversations | list[str] | None  # None: hold out blocks of the training text (or none)
-    test: Conversations | list[str] | None = None
+    train: Conversations | list[str] | DocumentStream
+    validation: Conversations | list[str] | DocumentStream | None  # None: hold out blocks of the training text (or none)
+    test: Conversations | list[str] | DocumentStream | None = None
 
 
 def load_generative_data(cfg: CausalLMSection, seed: int) -> GenerativeData:
@@ -279,7 +464,9 @@ def load_generative_data(cfg: CausalLMSection, seed: int) -> GenerativeData:
     fmt = detect_format(cfg.train, cfg.columns, cfg.text_column) if cfg.format == "auto" else cfg.format
     if fmt == "text":  # documents: validation text, if not given, is held out later as blocks of tokens
 
-        def documents(path: str, limit: int | None) -> list[str]:
+        def documents(path: str, limit: int | None) -> list[str] | DocumentStream:
+            if cfg.streaming:  # read, checked and tokenized together, into the data cache
+                return DocumentStream(path, cfg.text_column, cfg.on_empty, limit)
             docs = load_documents(path, cfg.text_column, cfg.on_empty)
             return docs[:limit] if limit else docs
 
@@ -288,6 +475,9 @@ def load_generative_data(cfg: CausalLMSection, seed: int) -> GenerativeData:
             documents(cfg.validation, cfg.max_eval_examples) if cfg.validation else None,
             documents(cfg.test, cfg.max_eval_examples) if cfg.test else None,
         )
+    if cfg.streaming:
+        raise ConfigError(f"data.streaming reads raw text (data.format text); {cfg.train} holds {fmt} records, which are read "
+                          f"into memory: set data.streaming: false")
     return GenerativeData(fmt, *read_splits(cfg, seed, lambda path: load_conversations(path, fmt, cfg.columns, cfg.on_empty), "example"))
 
 

@@ -20,12 +20,12 @@ from pydantic import Field
 
 from lmtune.data.readers import Table, read_table
 from lmtune.errors import DataError
-from lmtune.schema import DataConfig
+from lmtune.schema import CachedDataConfig
 
 log = logging.getLogger("lmtune")
 
 
-class ExtractiveQASection(DataConfig):
+class ExtractiveQASection(CachedDataConfig):
     """`data` of task extractive_qa: a question, the context that holds its answer, and the answer."""
 
     question_column: str = Field("question", description="Column of the question (rows; SQuAD JSON names its own fields).")

@@ -24,12 +24,14 @@ from typing import Any
 import numpy as np
 
 from lmtune.errors import DataError
+from lmtune.schema import CachedDataConfig
 
 log = logging.getLogger("lmtune")
 
 STORE_VERSION = 1  # bump when what an entry holds changes: older entries are then never read
 META_FILE = "meta.json"  # written last: an entry without it is not finished
-WRITE_BATCH = 10_000  # rows per Arrow record batch
+WRITE_BATCH = 10_000  # rows per Arrow record batch, at most
+WRITE_BATCH_VALUES = 1_000_000  # and values (a token id is one) per batch, at most
 
 
 def cache_root(configured: str | None) -> Path:
@@ -77,6 +79,19 @@ def key_of(value: Any) -> str:
     return hashlib.sha256(json.dumps([STORE_VERSION, value], sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
+# `data` keys whose change does not change the rows: the paths (their content is keyed), the cache itself.
+NOT_KEYED = {"train", "validation", "test", "cache", "cache_dir", "num_proc"}
+
+
+def data_entry(kind: str, cfg: CachedDataConfig, seed: int, more: dict[str, Any] | None = None) -> Entry:
+    """The entry of `cfg`'s data files and settings (the seed too when validation is split off), and of `more`."""
+    digests = {split: file_digest(path) for split in ("train", "validation", "test") if (path := getattr(cfg, split))}
+    keyable = cfg.cache and all(d is not None for d in digests.values())  # a hub dataset has no content to key
+    settings = cfg.model_dump(mode="json", exclude=NOT_KEYED)
+    key = key_of({"kind": kind, "files": digests, "settings": settings, "seed": None if cfg.validation else seed, **(more or {})})
+    return Entry(cache_root(cfg.cache_dir), kind, key, cached=keyable)
+
+
 class Entry:
     """One cache entry: a folder of Arrow files and meta.json.
 
@@ -99,6 +114,17 @@ class Entry:
             return json.loads((self.folder / META_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
+
+    def read_or_write(self, what: str, fill: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
+        """The meta of the finished entry, or of the one `fill` writes now. The log lines of the run that wrote the entry
+        are logged again when it is read, so that a run from the cache says what the first one said."""
+        meta = self.meta() if self.cached else None
+        if meta is None:
+            return self.write(lambda folder: _with_log(fill, folder))
+        log.info("data: %s from the cache (%s)", what, self.folder)
+        for level, message in meta["log"]:
+            log.log(level, "%s", message)
+        return meta
 
     def write(self, fill: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
         """Fill a staging folder (`fill` writes the Arrow files and returns the meta), then move it into place."""
@@ -136,19 +162,23 @@ class Entry:
 
 
 def write_arrow(path: Path, features: Any, rows: Iterable[dict[str, Any]]) -> int:
-    """Write rows to one Arrow file with `features` (a `datasets.Features`), a batch at a time; returns the row count."""
+    """Write rows to one Arrow file with `features` (a `datasets.Features`), a batch at a time (WRITE_BATCH rows, or
+    fewer rows of WRITE_BATCH_VALUES values in all: a batch of long blocks stays small); returns the row count."""
     from datasets.arrow_writer import ArrowWriter
 
     count = 0
     with ArrowWriter(features=features, path=str(path)) as writer:
         batch: dict[str, list[Any]] = {name: [] for name in features}
+        held = 0
         for row in rows:
             for name in features:
-                batch[name].append(row[name])
+                value = row[name]
+                batch[name].append(value)
+                held += len(value) if isinstance(value, list) else 1
             count += 1
-            if count % WRITE_BATCH == 0:
+            if len(batch[next(iter(features))]) >= WRITE_BATCH or held >= WRITE_BATCH_VALUES:
                 writer.write_batch(batch)
-                batch = {name: [] for name in features}
+                batch, held = {name: [] for name in features}, 0
         if any(batch.values()):
             writer.write_batch(batch)
         writer.finalize()
@@ -185,20 +215,25 @@ class ArrowColumn(Sequence[Any]):
 class TokenStore:
     """Token ids (and token type ids) with one target per example, memory-mapped from Arrow: the TokenDataset of a split.
 
-    DataLoader fetches a batch with one `__getitems__` call, so a batch is one slice of the file.
+    A file without a `target` column holds text blocks, each its own target. `rows` picks some rows
+    of the file, in order (a validation split held out of the training file). DataLoader fetches a
+    batch with one `__getitems__` call: one gather from the file.
     """
 
-    def __init__(self, dataset: Any):
+    def __init__(self, dataset: Any, rows: np.ndarray | None = None):
         self.dataset = dataset
+        self.rows = rows
         self._table = dataset.data.table  # a pyarrow Table over the memory-mapped file
-        self.has_types = "token_type_ids" in dataset.column_names
-        self._lengths = np.asarray(dataset.data.column("length").to_numpy(), dtype=np.int64)
+        names = dataset.column_names
+        self.has_types, self.has_target = "token_type_ids" in names, "target" in names
+        lengths = np.asarray(dataset.data.column("length").to_numpy(), dtype=np.int64)
+        self._lengths = lengths[rows] if rows is not None else lengths
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"dataset": self.dataset}  # a loader worker started by spawn maps the file again: the rows are not copied
+        return {"dataset": self.dataset, "rows": self.rows}  # a loader worker started by spawn maps the file again
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["dataset"])  # type: ignore[misc]
+        self.__init__(state["dataset"], state["rows"])  # type: ignore[misc]
 
     def __len__(self) -> int:
         return len(self._lengths)
@@ -207,13 +242,16 @@ class TokenStore:
         return self.__getitems__([i])[0]
 
     def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
-        table = self._table.take(indices)
-        columns = {name: table.column(name).to_pylist() for name in ("input_ids", "target", *(("token_type_ids",) if self.has_types else ()))}
+        positions = self.rows[indices] if self.rows is not None else indices
+        table = self._table.take(positions)
+        ids = table.column("input_ids").to_pylist()
+        targets = table.column("target").to_pylist() if self.has_target else [list(x) for x in ids]
+        types = table.column("token_type_ids").to_pylist() if self.has_types else None
         items = []
         for k, i in enumerate(indices):
-            item = {"index": int(i), "input_ids": columns["input_ids"][k], "target": columns["target"][k]}
-            if self.has_types:
-                item["token_type_ids"] = columns["token_type_ids"][k]
+            item = {"index": int(i), "input_ids": ids[k], "target": targets[k]}
+            if types is not None:
+                item["token_type_ids"] = types[k]
             items.append(item)
         return items
 
@@ -223,8 +261,56 @@ class TokenStore:
 
     @property
     def targets(self) -> list[Any]:
-        return self.dataset.data.column("target").to_pylist()
+        column = self._table.column("target" if self.has_target else "input_ids")
+        return (column.take(self.rows) if self.rows is not None else column).to_pylist()
+
+    def pairs(self) -> list[tuple[list[int], list[int]]]:
+        """Every example's ids and target, in memory (for packing, which places them all)."""
+        return [(item["input_ids"], item["target"]) for start in range(0, len(self), WRITE_BATCH)
+                for item in self.__getitems__(list(range(start, min(start + WRITE_BATCH, len(self)))))]
 
     def at_limit(self, max_length: int) -> int:
         """How many examples were cut at max_length."""
         return int((self._lengths >= max_length).sum())
+
+
+def token_stores(entry: Entry, fill: Callable[[Path], dict[str, Any]]) -> dict[str, TokenStore]:
+    """The token stores of an entry whose meta lists `splits` (each a `file` and, for some rows of it, a `rows` .npy):
+    read from the cache when the entry is there, else written by `fill` first."""
+    meta = entry.read_or_write("token ids", fill)
+    stores = {}
+    for split, where in meta["splits"].items():
+        rows = np.load(entry.folder / where["rows"]) if where.get("rows") else None
+        stores[split] = TokenStore(entry.arrow(where["file"]), rows)
+    return stores
+
+
+def _with_log(fill: Callable[[Path], dict[str, Any]], folder: Path) -> dict[str, Any]:
+    """`fill`'s meta, with what lmtune logged at INFO and above while it ran."""
+    lines: list[tuple[int, str]] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append((record.levelno, record.getMessage()))
+
+    keep = Keep(logging.INFO)
+    log.addHandler(keep)
+    try:
+        meta = fill(folder)
+    finally:
+        log.removeHandler(keep)
+    return {**meta, "log": lines}
+
+
+def write_tokens(path: Path, rows: Iterable[dict[str, list[int]]], with_target: bool) -> int:
+    """Token rows ({input_ids, target}: target omitted when each row is its own) to one Arrow file; returns the count."""
+    features = token_features(with_target)
+    return write_arrow(path, features, ({**row, "length": len(row["input_ids"])} for row in rows))
+
+
+def token_features(with_target: bool) -> Any:
+    """Token rows: ids, their count, and (unless each row is its own target) a target list of label ids (-100: none)."""
+    from datasets import Features, Sequence, Value
+
+    return Features({"input_ids": Sequence(Value("int32")), **({"target": Sequence(Value("int32"))} if with_target else {}),
+                     "length": Value("int32")})

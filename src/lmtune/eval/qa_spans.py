@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmtune.data.qa_windows import WindowDataset
+from lmtune.data.qa_windows import Windows
 from lmtune.eval.evaluate import model_inputs
 from lmtune.progress import bar
 
@@ -53,7 +53,7 @@ def best_window_span(start_logits: np.ndarray, end_logits: np.ndarray, first: in
     return float(scores[i, j]), first + int(starts[i]), first + int(ends[j])
 
 
-def pick_answers(windows: WindowDataset, start_logits: np.ndarray, end_logits: np.ndarray, n_best: int,
+def pick_answers(windows: Windows, start_logits: np.ndarray, end_logits: np.ndarray, n_best: int,
                  max_answer_length: int) -> list[Answer]:
     """The best span over all windows of each example, as text of its context. Logits: (windows, T), in window order."""
     chosen = [Answer("", 0, 0, float("-inf")) for _ in windows.examples]  # what is left where no window has a valid span
@@ -105,7 +105,7 @@ def window_logits(model: nn.Module, loader: Iterable[dict[str, torch.Tensor]], a
     return torch.cat(starts)[order].numpy(), torch.cat(ends)[order].numpy(), mean_loss
 
 
-def answer_windows(model: nn.Module, loader: Iterable[dict[str, torch.Tensor]], accelerator: Accelerator | None, windows: WindowDataset,
+def answer_windows(model: nn.Module, loader: Iterable[dict[str, torch.Tensor]], accelerator: Accelerator | None, windows: Windows,
                    n_best: int, max_answer_length: int, with_loss: bool) -> tuple[list[Answer], float | None]:
     """The answer of each example of `windows` and the mean span loss over its windows."""
     start, end, loss = window_logits(model, loader, accelerator, max(windows.lengths), with_loss)

@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from lmtune.data.batching import EncodedDataset, LabelsCollator
+from lmtune.data.batching import LabelsCollator
 from lmtune.data.chat import IGNORE, encode, has_chat_template, render_prompt
 from lmtune.data.generative import (
     CausalLMSection,
     Conversations,
+    DocumentStream,
     GenerativeData,
     GenerativeSection,
     hold_out,
@@ -29,6 +32,7 @@ from lmtune.data.generative import (
     text_blocks,
 )
 from lmtune.data.packing import collate_packed, pack, packing_unsupported_reason
+from lmtune.data.store import data_entry, file_digest, token_stores, tokenizer_digest, write_tokens
 from lmtune.errors import ConfigError, DataError
 from lmtune.eval.generation import Sampling, generate_texts
 from lmtune.eval.text_metrics import perplexity, qa_metrics
@@ -118,59 +122,73 @@ class CausalLMTask:
         self.positions = HeadPositions(model)
 
     def encode(self, tokenizer: Any, max_length: int) -> Splits:
+        """Every split's token ids, from the data cache when these files, settings, tokenizer and max_length were
+        tokenized before (else tokenized into it)."""
         data = self.data
         assert data is not None
-        if data.format == "text":
-            train_blocks = text_blocks(tokenizer, data.train, max_length)  # type: ignore[arg-type]
-            if data.validation is not None:
-                val_blocks: list[list[int]] | None = text_blocks(tokenizer, data.validation, max_length)  # type: ignore[arg-type]
-            else:
-                train_blocks, val_blocks = self._hold_out(train_blocks)
-            test = _blocks_dataset(text_blocks(tokenizer, data.test, max_length)) if data.test else None  # type: ignore[arg-type]
-            return Splits(_blocks_dataset(train_blocks), _blocks_dataset(val_blocks) if val_blocks else None, test)
-        self._eval_conversations = data.validation  # type: ignore[assignment]
-        examples = self._conversations(data.train, max_length, "train")  # type: ignore[arg-type]
-        train: TokenDataset = examples
-        if self.cfg.data.packing:  # evaluation stays unpacked: its loss is the same either way
-            rows = pack(list(zip(examples.input_ids, examples.targets)), max_length)
-            log.info("packing: %d training examples in %d rows of up to %d tokens", len(examples), len(rows), max_length)
+        self._eval_conversations = data.validation if isinstance(data.validation, Conversations) else None
+        more = {"encoding": type(self).__name__, "tokenizer": tokenizer_digest(tokenizer), "max_length": max_length}
+        entry = data_entry(self.cfg.task, self.cfg.data, self.cfg.train.seed, more)
+        stores = token_stores(entry, lambda folder: self._write_tokens(folder, tokenizer, max_length))
+        train: TokenDataset = stores["train"]
+        if self.cfg.data.packing and data.format != "text":  # evaluation stays unpacked: its loss is the same either way
+            rows = pack(stores["train"].pairs(), max_length)
+            log.info("packing: %d training examples in %d rows of up to %d tokens", len(train), len(rows), max_length)
             train = PackedRows(rows)
-        val = self._conversations(data.validation, max_length, "validation") if data.validation else None  # type: ignore[arg-type]
-        test = self._conversations(data.test, max_length, "test") if data.test else None  # type: ignore[arg-type]
-        return Splits(train, val, test)
+        return Splits(train, stores.get("validation"), stores.get("test"))
 
-    def _hold_out(self, blocks: list[list[int]]) -> tuple[list[list[int]], list[list[int]] | None]:
-        if self.cfg.data.validation_split == 0:
-            return blocks, None
-        kept, held = hold_out(len(blocks), self.cfg.data.validation_split, self.cfg.train.seed, self.cfg.data.train, "text block")
-        return [blocks[i] for i in kept], [blocks[i] for i in held]
+    def _write_tokens(self, folder: Path, tokenizer: Any, max_length: int) -> dict[str, Any]:
+        """Each split's token rows into FOLDER/SPLIT.arrow; the meta says which file (and rows of it) each split is."""
+        data = self.data
+        assert data is not None
+        splits: dict[str, dict[str, str]] = {}
+        parts = {"train": data.train, "validation": data.validation, "test": data.test}
+        for name, part in parts.items():
+            if part is None:
+                continue
+            if data.format == "text":
+                count = write_tokens(folder / f"{name}.arrow", ({"input_ids": b} for b in text_blocks(tokenizer, part, max_length)),  # type: ignore[arg-type]
+                                     with_target=False)
+            else:
+                count = write_tokens(folder / f"{name}.arrow", self.token_rows(part, max_length, name), with_target=True)  # type: ignore[arg-type]
+            splits[name] = {"file": name}
+            if name == "train" and data.format == "text" and data.validation is None and self.cfg.data.validation_split > 0:
+                # blocks of the training text held out for validation: two selections of one file
+                kept, held = hold_out(count, self.cfg.data.validation_split, self.cfg.train.seed, self.cfg.data.train, "text block")
+                np.save(folder / "train-rows.npy", np.asarray(kept, dtype=np.int64))
+                np.save(folder / "validation-rows.npy", np.asarray(held, dtype=np.int64))
+                splits["train"] = {"file": "train", "rows": "train-rows.npy"}
+                splits["validation"] = {"file": "train", "rows": "validation-rows.npy"}
+        return {"splits": splits}
 
-    def _conversations(self, conv: Conversations, max_length: int, name: str) -> EncodedDataset:
-        ids, labels, empty, truncated = [], [], [], 0
-        for i, messages in enumerate(bar(conv.messages, desc=f"tokenize {name}", unit="examples")):
+    def token_rows(self, conv: Conversations, max_length: int, name: str) -> Iterator[dict[str, list[int]]]:
+        """Each conversation's token ids and labels (the replies', or every token's with data.train_on_prompt)."""
+        kept, empty, truncated = 0, 0, 0
+        for messages in bar(conv.messages, desc=f"tokenize {name}", unit="examples"):
             enc = encode(self.tokenizer, messages, max_length, self.cfg.data.train_on_prompt)
             truncated += len(enc.input_ids) >= max_length
             if all(t == IGNORE for t in enc.labels[1:]):  # the first token is never a target
-                empty.append(i)
+                empty += 1
                 continue
-            ids.append(enc.input_ids)
-            labels.append(enc.labels)
+            kept += 1
+            yield {"input_ids": enc.input_ids, "target": enc.labels}
         if truncated:
             log.warning("%s: %d of %d conversations reached max_length=%d and were truncated; a reply cut short loses its "
                         "end token, which teaches the model to run on: raise model.max_length", name, truncated, len(conv), max_length)
         if empty:
-            if not ids:
+            if not kept:
                 raise DataError(f"{conv.source}: no {name} example keeps a response token within model.max_length={max_length}; "
                                 f"raise model.max_length or shorten the prompts")
             log.warning("%s: %d of %d examples have no response token left within max_length=%d and are left out",
-                        name, len(empty), len(conv), max_length)
-        return EncodedDataset(ids, labels)
+                        name, empty, len(conv), max_length)
 
     def data_fingerprint(self) -> Any:
         data = self.data
         assert data is not None
 
-        def record(split: Conversations | list[str] | None) -> Any:
+        def record(split: Conversations | list[str] | DocumentStream | None) -> Any:
+            if isinstance(split, DocumentStream):  # never all in memory: its file's bytes and what picks its rows
+                return [file_digest(split.path), split.text_column, split.on_empty, split.limit]
             return [split.messages, split.references] if isinstance(split, Conversations) else split
 
         return [data.format, record(data.train), record(data.validation), self.cfg.data.train_on_prompt]
@@ -302,7 +320,3 @@ class PackedRows(torch.utils.data.Dataset):
     @property
     def lengths(self) -> list[int]:
         return [len(r["input_ids"]) for r in self.rows]
-
-
-def _blocks_dataset(blocks: list[list[int]]) -> EncodedDataset:
-    return EncodedDataset(blocks, [list(b) for b in blocks])

@@ -23,7 +23,8 @@ from torch import nn
 
 from lmtune.data.batching import LengthGroupedBatchSampler, PadCollator
 from lmtune.data.qa import ExtractiveQASection, QAData, QAExample, read_qa, split_by_group
-from lmtune.data.qa_windows import WindowDataset, encode_windows
+from lmtune.data.qa_windows import WindowStore, encode_windows, window_rows, write_windows
+from lmtune.data.store import data_entry, token_stores, tokenizer_digest
 from lmtune.errors import DataError
 from lmtune.eval.evaluate import model_inputs
 from lmtune.eval.qa_spans import Answer, answer_windows, span_losses
@@ -103,7 +104,7 @@ class ExtractiveQATask:
         self.new_head: list[str] = []
         self.metric = DEFAULT_METRIC if cfg.eval.metric == "auto" else cfg.eval.metric  # checked by ExtractiveQAConfig
         self.greater_is_better = self.metric != "loss"
-        self.windows: dict[str, WindowDataset] = {}  # encoded splits, by name
+        self.windows: dict[str, WindowStore] = {}  # encoded splits, by name
         self._collate: PadCollator | None = None
 
     def load_data(self) -> None:
@@ -131,9 +132,18 @@ class ExtractiveQATask:
     def encode(self, tokenizer: PreTrainedTokenizerBase, max_length: int) -> Splits:
         assert self.data is not None
         d = self.cfg.data
-        for name, data in (("train", self.data.train), ("validation", self.data.validation), ("test", self.data.test)):
-            if data is not None:
-                self.windows[name] = encode_windows(tokenizer, data.examples, max_length, d.doc_stride, name)
+        parts = {name: data for name, data in (("train", self.data.train), ("validation", self.data.validation), ("test", self.data.test))
+                 if data is not None}
+        with_types = "token_type_ids" in tokenizer.model_input_names
+
+        def fill(folder: Path) -> dict[str, Any]:
+            for name, data in parts.items():
+                write_windows(folder / f"{name}.arrow", window_rows(tokenizer, data.examples, max_length, d.doc_stride, name), with_types)
+            return {"splits": {name: {"file": name} for name in parts}}
+
+        more = {"tokenizer": tokenizer_digest(tokenizer), "max_length": max_length}
+        stores = token_stores(data_entry(self.name, d, self.cfg.train.seed, more), fill)
+        self.windows = {name: WindowStore(stores[name].dataset, data.examples) for name, data in parts.items()}
         train, validation = self.windows["train"], self.windows["validation"]
         counts = {"train_examples": len(train.examples), "validation_examples": len(validation.examples),  # questions
                   "train_windows": len(train), "validation_windows": len(validation)}  # what the model reads

@@ -11,6 +11,7 @@ decoder's labels.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from lmtune.data.batching import EncodedDataset
+from lmtune.data.batching import TOKENIZE_CHUNK
 from lmtune.data.chat import IGNORE
 from lmtune.data.generative import Conversations, GenerativeData, GenerativeSection, read_splits
 from lmtune.data.readers import read_table
@@ -26,7 +27,7 @@ from lmtune.errors import ConfigError, DataError
 from lmtune.eval.text_metrics import translation_metrics
 from lmtune.models.loading import is_encoder_decoder, load_seq2seq_lm
 from lmtune.schema import Config
-from lmtune.tasks.base import Splits, TryPanel
+from lmtune.tasks.base import TryPanel
 from lmtune.tasks.causal_lm import CausalLMTask, GenerativeConfig
 
 log = logging.getLogger("lmtune")
@@ -140,22 +141,18 @@ class Seq2SeqTranslationTask(TranslationTask):
     def prepare_model(self, model: nn.Module) -> None:
         pass  # the decoder-only task limits the LM head to target positions; a seq2seq head reads the labels only
 
-    def encode(self, tokenizer: Any, max_length: int) -> Splits:
-        assert self.data is not None
-        self._eval_conversations = self.data.validation  # type: ignore[assignment]
-
-        def one(conv: Conversations, name: str) -> EncodedDataset:
-            sources = [m[-2]["content"] for m in conv.messages]  # a system message, if any, comes first
-            targets = [m[-1]["content"] for m in conv.messages]
-            enc = tokenizer(sources, text_target=targets, truncation=True, max_length=max_length)
-            cut = sum(len(x) >= max_length for x in enc["input_ids"]) + sum(len(x) >= max_length for x in enc["labels"])
-            if cut:
-                log.info("%s: %d source or target texts reached max_length=%d and were truncated", name, cut, max_length)
-            return EncodedDataset(enc["input_ids"], enc["labels"])
-
-        validation, test = self.data.validation, self.data.test
-        return Splits(one(self.data.train, "train"), one(validation, "validation") if isinstance(validation, Conversations) else None,  # type: ignore[arg-type]
-                      one(test, "test") if isinstance(test, Conversations) else None)
+    def token_rows(self, conv: Conversations, max_length: int, name: str) -> Iterator[dict[str, list[int]]]:
+        """The source's token ids for the encoder and the translation's as the decoder's labels."""
+        cut = 0
+        for start in range(0, len(conv.messages), TOKENIZE_CHUNK):
+            part = conv.messages[start : start + TOKENIZE_CHUNK]
+            sources = [m[-2]["content"] for m in part]  # a system message, if any, comes first
+            enc = self.tokenizer(sources, text_target=[m[-1]["content"] for m in part], truncation=True, max_length=max_length)
+            for ids, labels in zip(enc["input_ids"], enc["labels"]):
+                cut += (len(ids) >= max_length) + (len(labels) >= max_length)
+                yield {"input_ids": ids, "target": labels}
+        if cut:
+            log.info("%s: %d source or target texts reached max_length=%d and were truncated", name, cut, max_length)
 
     def units(self, batch: dict[str, torch.Tensor]) -> int:
         return int((batch["labels"] != IGNORE).sum())
