@@ -26,7 +26,7 @@ from pydantic import Field, model_validator
 
 from lmtune.data.batching import TOKENIZE_CHUNK
 from lmtune.data.chat import check_messages
-from lmtune.data.readers import Table, is_blank, open_rows, read_table
+from lmtune.data.readers import Table, is_blank, no_column, open_rows, read_table, text_lines
 from lmtune.errors import ConfigError, DataError
 from lmtune.progress import bar
 from lmtune.schema import CachedDataConfig
@@ -291,7 +291,7 @@ class DocumentStream:
         previous: tuple[list[int], list[int]] | None = None  # the last window's ids and their start characters
         emitted = 0  # ids of `previous` already given
         seen_text = False
-        for group in _groups(_windows(_lines_of(p), STREAM_WINDOW_CHARS, STREAM_OVERLAP_CHARS), WINDOWS_PER_CALL):
+        for group in _groups(_windows(_newlines(text_lines(p)), STREAM_WINDOW_CHARS, STREAM_OVERLAP_CHARS), WINDOWS_PER_CALL):
             seen_text = seen_text or any(text.strip() for _, text in group)
             # several windows a call: the tokenizer encodes them on as many threads
             encodings = tokenizer([text for _, text in group], add_special_tokens=False, return_offsets_mapping=True)
@@ -317,7 +317,7 @@ class DocumentStream:
     def _rows(self) -> Iterator[str]:
         stream = open_rows(self.path)
         if stream.fixed_columns and self.text_column not in stream.columns():
-            raise_no_text_column(stream.source, self.text_column, stream.columns())
+            raise no_column(stream.source, self.text_column, "the text", stream.columns())
         bad: list[str] = []
         dropped = count = kept = 0
         for place, row in stream.rows:
@@ -335,7 +335,7 @@ class DocumentStream:
                 if self.limit and kept >= self.limit:
                     break
         if self.text_column not in stream.columns():
-            raise_no_text_column(stream.source, self.text_column, stream.columns())
+            raise no_column(stream.source, self.text_column, "the text", stream.columns())
         if dropped:
             log.warning("%s: dropped %d of %d rows with an empty or null %r (data.on_empty: drop)", stream.source, dropped, count,
                         self.text_column)
@@ -362,6 +362,12 @@ def _windows(lines: Iterator[str], size: int, overlap: int) -> Iterator[tuple[in
         yield start, text
 
 
+def _newlines(lines: Iterator[str]) -> Iterator[str]:
+    """Each line ending in \\n (\\r\\n and \\r read as \\n, as Python reads a text file whole)."""
+    for line in lines:
+        yield line.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def _groups(items: Iterator[tuple[int, str]], n: int) -> Iterator[list[tuple[int, str]]]:
     group: list[tuple[int, str]] = []
     for item in items:
@@ -385,23 +391,6 @@ def _join(previous: tuple[list[int], list[int]], current: tuple[list[int], list[
             if p_ids[i : i + SYNC_TOKENS] == c_ids[j : j + SYNC_TOKENS] and len(c_ids) - j >= SYNC_TOKENS:
                 return i, j
     return None
-
-
-def raise_no_text_column(source: str, column: str, columns: list[str]) -> None:
-    raise DataError(f"{source}: no column {column!r} (asked for as the text); the columns are: {', '.join(map(repr, columns)) or 'none'}")
-
-
-def _lines_of(p: Path) -> Iterator[str]:
-    """The lines of a UTF-8 text file, each ending in \\n (\\r\\n and \\r read as \\n, as Python reads text), one at a
-    time; load_documents' message for a byte that is not UTF-8."""
-    offset = 0
-    with p.open("rb") as f:
-        for raw in f:
-            try:
-                yield raw.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
-            except UnicodeDecodeError as err:
-                raise DataError(f"{p}: not UTF-8 text (byte {offset + err.start})") from None
-            offset += len(raw)
 
 
 def _tokenized(tokenizer: Any, pieces: Iterable[tuple[str, bool]]) -> Iterator[tuple[list[int], bool]]:

@@ -212,7 +212,7 @@ def _not_utf8(p: Path, raw: bytes, start: int, line: int | None = None, line_sta
     )
 
 
-def _text_lines(p: Path) -> Iterator[str]:
+def text_lines(p: Path) -> Iterator[str]:
     """The lines of a UTF-8 text file with their endings (a line ends at \\n, \\r\\n or \\r), one at a time; a DataError
     names the line, column and byte offset of a byte that is not UTF-8, or the line of a NUL byte."""
     try:
@@ -251,12 +251,12 @@ def _line_text(p: Path, raw: bytes, number: int, offset: int) -> str:
 def _delimited_stream(p: Path, fmt: str, has_header: bool) -> RowStream:
     # GLUE-style TSV files are unquoted: a quote character is literal text there.
     csv.field_size_limit(MAX_FIELD_CHARS)
-    reader = csv.reader(_text_lines(p), **_dialect(fmt))
+    reader = csv.reader(text_lines(p), **_dialect(fmt))
     start = 1  # the line the record being read starts on
     try:
         header = next(reader, None)
         if header is not None and not has_header:  # the first line is a row: name columns by position and read it again
-            reader = csv.reader(_text_lines(p), **_dialect(fmt))
+            reader = csv.reader(text_lines(p), **_dialect(fmt))
             header = [str(i) for i in range(len(header))]
     except csv.Error as err:
         raise _csv_error(p, fmt, reader, start, err) from None
@@ -357,7 +357,7 @@ def _jsonl_stream(p: Path) -> RowStream:
 
     def rows() -> Iterator[tuple[int, dict[str, Any]]]:
         known: set[str] = set()
-        for number, line in enumerate(_text_lines(p), start=1):
+        for number, line in enumerate(text_lines(p), start=1):
             if not line.strip():
                 continue
             try:
