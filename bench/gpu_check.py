@@ -9,7 +9,8 @@ Sections, each variant in this process (peak CUDA memory reset before each):
 - LoRA SFT, bf16: lmtune, the HF Trainer fed lmtune's own token rows and labels, TRL's
   SFTTrainer (when installed) on the same prompt-completion text, and lmtune with
   gradient checkpointing, with Liger's kernels (CUDA and liger-kernel) and as QLoRA
-  (bitsandbytes);
+  (bitsandbytes), and through `accelerate launch` with examples/accelerate/fsdp2-offload.yaml
+  (FSDP2, shards in CPU memory; fsdp2.yaml in the dry run, where there is no GPU to offload from);
 - resume: `lmtune train` killed (SIGKILL) after its first checkpoint, resumed with the same
   command line: its per-step losses against the same run never killed.
 
@@ -219,6 +220,26 @@ def run_lmtune(variant: str, config: dict[str, Any]) -> dict[str, Any]:
     losses = [r["loss"] for r in result.history if r.get("type") == "train"]
     return row(variant, float(m["train_runtime_s"]), int(m["train_tokens"]), losses[-1] if losses else None,
                int(m["total_parameters"]) - trained, trained, steps=m["steps"])
+
+
+def run_lmtune_launched(variant: str, config: dict[str, Any], accelerate_config: str, work: Path) -> dict[str, Any]:
+    """`lmtune train` as `accelerate launch --config_file examples/accelerate/NAME --num_processes 1` runs it."""
+    import yaml
+
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / f"{variant}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "examples/accelerate" / accelerate_config),
+               "--num_processes", "1", "-m", "lmtune.cli", "train", str(path), "--quiet"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[2:])} failed: {done.stderr[-2000:]}")
+    m = json.loads((Path(config["output"]["dir"]) / "metrics.json").read_text())
+    trained = int(m["trainable_parameters"])
+    losses = train_losses(Path(config["output"]["dir"]))
+    return {**row(variant, float(m["train_runtime_s"]), int(m["train_tokens"]), losses[-1] if losses else None,
+                  int(m["total_parameters"]) - trained, trained, steps=m["steps"]), "peak_cuda_mib": m.get("peak_cuda_mib")}
 
 
 def encoded_rows(config: dict[str, Any]) -> tuple[list[dict[str, Any]], Any]:
@@ -487,6 +508,11 @@ def main(argv: list[str] | None = None) -> int:
     attempt(rows, "lmtune_liger", lambda: run_lmtune("lmtune_liger", sft("liger", liger_kernel=True)), liger_skip)
     attempt(rows, "lmtune_qlora", lambda: run_lmtune("lmtune_qlora", sft("qlora", {"quantize": "4bit"})),
             None if results["environment"]["bitsandbytes"] else "bitsandbytes is not installed")
+
+    # FSDP2 through accelerate launch, one process: with its shards in CPU memory on a GPU (on the CPU, without offload)
+    fsdp = "fsdp2.yaml" if args.dry_run else "fsdp2-offload.yaml"
+    fsdp_variant = "lmtune_" + fsdp.removesuffix(".yaml").replace("-", "_")
+    attempt(rows, fsdp_variant, lambda: run_lmtune_launched(fsdp_variant, sft("fsdp"), fsdp, work / "fsdp"))
 
     print("resume after SIGKILL", flush=True)
     try:

@@ -27,6 +27,8 @@ def _train(args: argparse.Namespace) -> int:
         overrides.append("resume_allow_changes=true")
     cfg = load_config(args.config, overrides)
     result = train(cfg, progress=not args.quiet)
+    if int(os.environ.get("RANK", "0")) > 0:  # launched as several processes: the main one prints the result
+        return 0
     shown = {k: v for k, v in result.metrics.items() if not isinstance(v, (dict, list))}
     print(json.dumps(shown, indent=2))
     print(f"run folder: {result.output_dir}")

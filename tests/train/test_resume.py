@@ -374,16 +374,18 @@ def test_a_named_checkpoint_that_is_invalid_is_an_error_not_a_fresh_start(tiny_m
     assert not (tmp_path / "new").exists()
 
 
-def test_manifest_names_must_stay_inside_the_checkpoint(tmp_path):
+@pytest.mark.parametrize("name", ["../secret", "shards/../../secret", "/etc/passwd", "shards//x", "link/secret"])
+def test_manifest_names_must_stay_inside_the_checkpoint(tmp_path, name):
     folder = tmp_path / "step-1"
     folder.mkdir()
     (tmp_path / "secret").write_text("x")
-    manifest = {"format": 1, "step": 1, "files": {n: {"bytes": 0, "sha256": ""} for n in ckpt.REQUIRED}}
-    manifest["files"]["../secret"] = {"bytes": 1, "sha256": ckpt.sha256_file(tmp_path / "secret")}
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    for name in ckpt.REQUIRED:
-        (folder / name).write_bytes(b"")
-        manifest["files"][name]["sha256"] = ckpt.sha256_file(folder / name)
+    (folder / "link").symlink_to(tmp_path)  # a folder inside that leads outside
+    required = ckpt.REQUIRED["full"]
+    manifest = {"format": 1, "step": 1, "files": {n: {"bytes": 0, "sha256": ""} for n in required}}
+    manifest["files"][name] = {"bytes": 1, "sha256": ckpt.sha256_file(tmp_path / "secret")}
+    for n in required:
+        (folder / n).write_bytes(b"")
+        manifest["files"][n]["sha256"] = ckpt.sha256_file(folder / n)
     (folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(CheckpointError, match="not a file inside the checkpoint"):
         ckpt.verify(folder)

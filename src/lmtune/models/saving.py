@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from lmtune.files import write_atomically
@@ -18,11 +19,16 @@ def is_adapter(model: nn.Module) -> bool:
     return hasattr(model, "peft_config")
 
 
-def save_model(model: nn.Module, tokenizer: Any, meta: dict[str, Any], target: Path) -> None:
-    """Weights (safetensors, or the adapter for LoRA), tokenizer, and lmtune.json with the label space."""
+def save_model(model: nn.Module, tokenizer: Any, meta: dict[str, Any], target: Path,
+               tensors: dict[str, torch.Tensor] | None = None) -> None:
+    """Weights (safetensors, or the adapter for LoRA), tokenizer, and lmtune.json with the label space.
+
+    `tensors`: the model's whole state dict, where the model itself holds only shards of it (FSDP2).
+    """
 
     def fill(folder: Path) -> None:
-        getattr(model, "save_pretrained")(folder, safe_serialization=True)  # a transformers or PEFT model
+        more = {"state_dict": tensors} if tensors is not None else {}
+        getattr(model, "save_pretrained")(folder, safe_serialization=True, **more)  # a transformers or PEFT model
         tokenizer.save_pretrained(folder)
         (folder / META_FILE).write_text(json.dumps({**meta, "adapter": is_adapter(model)}, indent=2) + "\n")
 

@@ -44,7 +44,12 @@ WEIGHTS_FILE = "model.safetensors"  # the trainable tensors
 OPTIMIZER_FILE = "optimizer.pt"
 SCHEDULER_FILE = "scheduler.pt"
 SCALER_FILE = "scaler.pt"
-REQUIRED = (STATE_FILE, CONFIG_FILE, WEIGHTS_FILE, OPTIMIZER_FILE, SCHEDULER_FILE, "rng-0.pt")
+# What a checkpoint must hold, by layout: "full" keeps the trainable tensors and the optimizer state
+# in one file each; "sharded" (FSDP2, train/sharded.py) keeps every process's shards of both in shards/.
+REQUIRED = {
+    "full": (STATE_FILE, CONFIG_FILE, WEIGHTS_FILE, OPTIMIZER_FILE, SCHEDULER_FILE, "rng-0.pt"),
+    "sharded": (STATE_FILE, CONFIG_FILE, SCHEDULER_FILE, "rng-0.pt", "shards/.metadata"),
+}
 _NAME = re.compile(r"step-(\d+)")
 _CHUNK = 1 << 20
 
@@ -67,15 +72,17 @@ def begin(root: Path, step: int) -> Path:
     return tmp
 
 
-def commit(root: Path, step: int) -> Path:
-    """Fsync the staged files, write the manifest last, rename the folder into place."""
+def commit(root: Path, step: int, layout: str = "full") -> Path:
+    """Fsync the staged files (those of its subfolders too), write the manifest last, rename the folder into place."""
     tmp = staging_dir(root, step)
     try:
         files = {}
-        for path in sorted(tmp.iterdir()):
+        for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
             _fsync(path)
-            files[path.name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
-        manifest = {"format": FORMAT, "step": step, "files": files}
+            files[path.relative_to(tmp).as_posix()] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+        for folder in sorted(p for p in tmp.rglob("*") if p.is_dir()):
+            _fsync(folder)
+        manifest = {"format": FORMAT, "step": step, "layout": layout, "files": files}
         with (tmp / MANIFEST).open("w", encoding="utf-8") as f:
             json.dump(manifest, f, indent=2)
             f.flush()
@@ -116,17 +123,18 @@ def verify(folder: Path) -> dict[str, Any]:
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
         files = manifest["files"]
-        if manifest.get("format") != FORMAT or not isinstance(files, dict):
+        if manifest.get("format") != FORMAT or not isinstance(files, dict) or layout(manifest) not in REQUIRED:
             raise ValueError("unknown format")
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{path} is not a valid manifest ({err})") from None
-    for name in REQUIRED:
+    for name in REQUIRED[layout(manifest)]:
         if name not in files:
             raise CheckpointError(f"{folder}: the manifest does not list {name}")
+    inside = folder.resolve()
     for name, entry in files.items():
-        if not _plain_name(name):
-            raise CheckpointError(f"{folder}: the manifest names {name!r}, which is not a file inside the checkpoint")
         file = folder / name
+        if not _plain_name(name) or inside not in file.resolve().parents:
+            raise CheckpointError(f"{folder}: the manifest names {name!r}, which is not a file inside the checkpoint")
         if not file.is_file():
             raise CheckpointError(f"{folder}: {name} is missing")
         if file.stat().st_size != entry.get("bytes") or sha256_file(file) != entry.get("sha256"):
@@ -134,9 +142,16 @@ def verify(folder: Path) -> dict[str, Any]:
     return manifest
 
 
+def layout(manifest: dict[str, Any]) -> str:
+    """How a checkpoint holds its tensors: "full" or "sharded" (see REQUIRED)."""
+    return str(manifest.get("layout", "full"))
+
+
 def _plain_name(name: Any) -> bool:
-    """A name that stays inside the folder: no separators, no '..', not absolute."""
-    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name and "\0" not in name
+    """A relative path that stays inside the folder: plain names joined by '/', no '..', not absolute."""
+    if not isinstance(name, str) or "\\" in name or "\0" in name:
+        return False
+    return all(part not in ("", ".", "..") for part in name.split("/"))
 
 
 def listed(root: Path) -> list[tuple[int, Path]]:

@@ -31,12 +31,14 @@ from lmtune.report import write_report
 from lmtune.run_dir import RunDir, RunStatus, State
 from lmtune.tasks.base import Batch
 from lmtune.train.checkpoint import clean_leftovers
+from lmtune.train.engines import is_sharded
 from lmtune.train.optim import warmup_steps
 from lmtune.train.output import Plan, RunLog, TrainResult, finished_result, plan_output_dir, prepare_output_dir
 from lmtune.train.resume import check_compatible, find_checkpoint, saved_config
 from lmtune.train.setup import Setup, build_setup
+from lmtune.train.sharded import full_state_dict
 from lmtune.train.signals import StopRequest
-from lmtune.train.state import BestKeeper, read_state, restore_checkpoint, restore_trainable, write_checkpoint
+from lmtune.train.state import BestKeeper, read_state, restore_checkpoint, write_checkpoint
 from lmtune.train.step import Progress, Stepper, boundary
 from lmtune.train.tracking import Trackers
 from lmtune.train.writer import CheckpointWriter
@@ -110,7 +112,7 @@ class Run:
         self.history: list[dict[str, Any]] = []  # restored from a checkpoint; the run log goes on from it
         self.checkpoints = self.cfg.train.keep_last_checkpoints > 0
         self.best = BestKeeper(setup.task.metric, setup.task.greater_is_better, self.cfg.eval.early_stopping_patience,
-                               folder.checkpoints if self.checkpoints else None)
+                               folder.checkpoints if self.checkpoints else None, is_sharded(setup.accelerator))
         self.resumed = False
         self.initial: dict[str, Any] | None = None  # metrics before training (eval.at_start)
         self.run_log = RunLog(None)
@@ -367,16 +369,24 @@ def finish(run: Run) -> TrainResult:
     """Save final/ and best/ (and merged/), score the test split, write metrics.json and the report."""
     s, state, folder, cfg = run.setup, run.state, run.folder, run.cfg
     run.writer.wait()  # the last checkpoint is complete: the best weights may be read back from it
+    s.accelerator.wait_for_everyone()  # by every process (the main process writes it, maybe in the background)
     meta = s.task.meta(s.max_length)
-    if cfg.output.save_final and s.main:
-        save_model(s.unwrapped, s.tokenizer, meta, folder.final)
-    best_weights = run.best.weights()
-    if best_weights is not None:
-        restore_trainable(s.unwrapped, best_weights)
-    if s.main:
-        save_model(s.unwrapped, s.tokenizer, meta, folder.best)
+    sharded = is_sharded(s.accelerator)
+
+    def save(target: Path) -> None:
+        """A full model folder, written by the main process (from the shards gathered from every process, under FSDP2)."""
+        tensors = full_state_dict(s.unwrapped) if sharded else None
+        if s.main:
+            save_model(s.unwrapped, s.tokenizer, meta, target, tensors)
+
+    if cfg.output.save_final:
+        save(folder.final)
+    run.best.restore(s.unwrapped)
+    save(folder.best)
     if s.main and cfg.output.merge_lora and METHODS[cfg.method.name].adapter:
-        if cfg.model.quantize != "none":  # into the unquantized base, as lmtune merge does: no rounding of the base weights
+        # Into the unquantized base, as lmtune merge does (no rounding of the base weights); under FSDP2 from
+        # the saved adapter too, since no process holds the whole model.
+        if cfg.model.quantize != "none" or sharded:
             merge_adapter(folder.best, folder.merged)
         else:
             merged = s.unwrapped.merge_and_unload()  # type: ignore[operator]
@@ -396,6 +406,8 @@ def finish(run: Run) -> TrainResult:
         "total_parameters": s.total_parameters,
         **s.data_counts,
     }
+    if torch.cuda.is_available():
+        metrics["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)  # this process's, on its GPU
     if run.initial is not None:
         metrics["initial"] = run.initial
     if s.test_set is not None:

@@ -7,7 +7,6 @@ Accelerate prepares the model, optimizer, loaders and schedule for this machine'
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -22,6 +21,7 @@ from lmtune.models.loading import count_parameters, effective_max_length, enable
 from lmtune.models.methods import apply_method
 from lmtune.tasks import Task, build_task
 from lmtune.tasks.base import Batch, TokenDataset
+from lmtune.train.engines import build_accelerator, check_engine, requested_engine
 from lmtune.train.optim import build_optimizer, build_scheduler, parameter_groups
 from lmtune.train.resume import fingerprint
 from lmtune.train.tracking import check_trackers
@@ -31,8 +31,6 @@ if TYPE_CHECKING:
     from accelerate.optimizer import AcceleratedOptimizer
     from accelerate.scheduler import AcceleratedScheduler
     from transformers import PreTrainedTokenizerBase
-
-PRECISIONS = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}  # train.precision -> Accelerate's mixed_precision
 
 
 @dataclass
@@ -89,9 +87,8 @@ def load_model(cfg: Config) -> tuple[Task, PreTrainedTokenizerBase, nn.Module]:
 
 
 def build_setup(cfg: Config) -> Setup:
-    from accelerate import Accelerator
-
     tc = cfg.train
+    check_engine(cfg, requested_engine())
     task, tokenizer, model = load_model(cfg)
     fingerprints = {
         "data": fingerprint(task.data_fingerprint()),
@@ -101,11 +98,8 @@ def build_setup(cfg: Config) -> Setup:
     max_length = effective_max_length(cfg.model, tokenizer, model.config)
     splits = task.encode(tokenizer, max_length)
 
-    # Several processes on a machine without CUDA (torchrun --nproc_per_node N): Accelerate
-    # trains them together over gloo only when told the run is a CPU run. Gradient accumulation
-    # is done by the Stepper, not by Accelerate, so a resumed run knows exactly where it is.
-    multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
-    accelerator = Accelerator(cpu=multi_cpu, mixed_precision=PRECISIONS[tc.precision])
+    # Gradient accumulation is done by the Stepper, not by Accelerate, so a resumed run knows exactly where it is.
+    accelerator = build_accelerator(cfg)
     train_sampler = LengthGroupedBatchSampler(splits.train.lengths, tc.batch_size, seed=tc.seed)
     # The loader's own generator: making an iterator then draws nothing from the global RNG, which
     # dropout uses, so a run resumed mid-epoch replays the same dropout masks.

@@ -33,6 +33,8 @@ from lmtune.train.checkpoint import (
     staging_dir,
     verify,
 )
+from lmtune.train.engines import is_sharded
+from lmtune.train.sharded import load_shards, reshard, save_shards, trainable_shards
 from lmtune.train.step import Progress
 from lmtune.train.writer import CheckpointWriter
 
@@ -43,12 +45,13 @@ class BestKeeper:
     """Keeps track of the best evaluation so far, and says when to stop early.
 
     With checkpoints on, a checkpoint is written at every new best, so the best weights are read
-    back from it at the end of the run; without, they are copied in memory.
+    back from it at the end of the run; without, they are copied in memory. `sharded`: each
+    process holds shards of the parameters (FSDP2), and reads its own back.
     """
 
-    def __init__(self, metric: str, greater_is_better: bool, patience: int | None, checkpoints: Path | None):
+    def __init__(self, metric: str, greater_is_better: bool, patience: int | None, checkpoints: Path | None, sharded: bool = False):
         self.metric, self.greater_is_better, self.patience = metric, greater_is_better, patience
-        self.checkpoints = checkpoints
+        self.checkpoints, self.sharded = checkpoints, sharded
         self.value: float | None = None
         self.step = 0
         self.metrics: dict[str, Any] | None = None
@@ -64,7 +67,8 @@ class BestKeeper:
         ):
             self.value, self.step, self.metrics = value, step, metrics
             if self.checkpoints is None:
-                self._weights = {n: t.clone() for n, t in trainable_tensors(model).items()}
+                self._weights = ({n: t.clone() for n, t in trainable_shards(model).items()} if self.sharded
+                                 else trainable_tensors(model))
             self.evals_without_gain = 0
             return True
         self.evals_without_gain += 1
@@ -73,11 +77,20 @@ class BestKeeper:
             self.should_stop = True
         return False
 
-    def weights(self) -> dict[str, torch.Tensor] | None:
-        """The trainable tensors of the best model, or None when nothing was evaluated."""
-        if self.metrics is None or self.checkpoints is None:
-            return self._weights
-        return load_file(str(self._folder() / WEIGHTS_FILE))
+    def restore(self, model: torch.nn.Module) -> None:
+        """Put the best model's trainable tensors back into `model` (nothing when nothing was evaluated)."""
+        if self.metrics is None:
+            return
+        if self.checkpoints is None:
+            assert self._weights is not None  # copied at every new best
+            if self.sharded:
+                reshard(model)
+            restore_trainable(model, self._weights)
+        elif self.sharded:
+            load_shards(self._folder(), model)
+        else:
+            folder = self._folder()
+            restore_trainable(model, load_file(str(folder / WEIGHTS_FILE)), folder / WEIGHTS_FILE)
 
     def state(self) -> dict[str, Any]:
         return {"value": self.value, "step": self.step, "metrics": self.metrics,
@@ -124,10 +137,12 @@ def write_checkpoint(
 
     The writer writes the files, commits (see checkpoint.py) and rotates the checkpoints, in the
     background when it is a background writer: the snapshot is a copy then, so the training can
-    go on changing the weights and the optimizer while it is written.
+    go on changing the weights and the optimizer while it is written. Where each process holds
+    shards (FSDP2), every process writes its shards of the weights and the optimizer first, at once.
     """
     step = point["progress"]["step"]
     main = accelerator.is_main_process
+    sharded = is_sharded(accelerator)
     if main:
         writer.wait()  # the previous write is complete (or its failure raised) before this one begins
     snapshot: Snapshot | None = None
@@ -136,8 +151,10 @@ def write_checkpoint(
             begin(root, step)
         accelerator.wait_for_everyone()
         save_state(point["rng"], rng_file(staging_dir(root, step), accelerator.process_index))
+        if sharded:
+            save_shards(staging_dir(root, step), model, optimizer)
         if main:
-            snapshot = Snapshot.take(point, cfg, fingerprints, model, optimizer, accelerator, best, history, writer)
+            snapshot = Snapshot.take(point, cfg, fingerprints, model, optimizer, accelerator, best, history, writer, sharded)
     except OSError as err:
         abort(root, step)
         raise write_failure(root, step, err) from None
@@ -149,24 +166,27 @@ def write_checkpoint(
 class Snapshot:
     """What a checkpoint holds besides the RNG files, taken at a step boundary (copies, for a background write)."""
 
-    def __init__(self, files: dict[str, Any], texts: dict[str, str]):
-        self.files, self.texts = files, texts
+    def __init__(self, files: dict[str, Any], texts: dict[str, str], layout: str = "full"):
+        self.files, self.texts, self.layout = files, texts, layout
 
     @classmethod
     def take(cls, point: dict[str, Any], cfg: Config, fingerprints: dict[str, str], model: Any, optimizer: Any,
-             accelerator: Any, best: BestKeeper, history: list[dict[str, Any]], writer: CheckpointWriter) -> Snapshot:
-        """In the foreground, the live tensors (written before training goes on); in the background, the writer's copies."""
+             accelerator: Any, best: BestKeeper, history: list[dict[str, Any]], writer: CheckpointWriter,
+             sharded: bool = False) -> Snapshot:
+        """In the foreground, the live tensors (written before training goes on); in the background, the writer's copies.
+
+        `sharded`: the weights and optimizer are already written, shard by shard; the rest is taken.
+        """
         step = point["progress"]["step"]
-        weights = {n: p for n, p in model.named_parameters() if p.requires_grad}
-        optimizer_state = optimizer.state_dict()
+        weights = {n: p for n, p in model.named_parameters() if p.requires_grad} if not sharded else {}
+        optimizer_state = optimizer.state_dict() if not sharded else None
         scaler_state = accelerator.scaler.state_dict() if accelerator.scaler is not None else None
         if writer.background:
             weights, optimizer_state, scaler_state = writer.copy((weights, optimizer_state, scaler_state))
-        files: dict[str, Any] = {
-            WEIGHTS_FILE: {n: t.detach().cpu().contiguous() for n, t in weights.items()},
-            OPTIMIZER_FILE: optimizer_state,
-            SCHEDULER_FILE: point["scheduler"],  # a deep copy already
-        }
+        files: dict[str, Any] = {SCHEDULER_FILE: point["scheduler"]}  # a deep copy already
+        if not sharded:
+            files[WEIGHTS_FILE] = {n: t.detach().cpu().contiguous() for n, t in weights.items()}
+            files[OPTIMIZER_FILE] = optimizer_state
         if scaler_state is not None:
             files[SCALER_FILE] = scaler_state
         state = {
@@ -175,8 +195,9 @@ class Snapshot:
             "history": [r for r in history if r.get("step", 0) <= step],
             "fingerprints": fingerprints,
             "num_processes": accelerator.num_processes,
+            "sharded": sharded,
         }
-        return cls(files, {CONFIG_FILE: cfg.to_yaml(), STATE_FILE: json.dumps(state, indent=1)})
+        return cls(files, {CONFIG_FILE: cfg.to_yaml(), STATE_FILE: json.dumps(state, indent=1)}, "sharded" if sharded else "full")
 
     def write(self, root: Path, step: int, keep_last: int, protect: set[int]) -> None:
         """Write into step N's staging folder, commit it, then rotate the checkpoints."""
@@ -189,7 +210,7 @@ class Snapshot:
                     save_state(value, tmp / name)
             for name, text in self.texts.items():
                 (tmp / name).write_text(text, encoding="utf-8")
-            commit(root, step)
+            commit(root, step, self.layout)
         except OSError as err:
             abort(root, step)
             raise write_failure(root, step, err) from None
@@ -214,11 +235,19 @@ def restore_checkpoint(
     folder: Path, state: dict[str, Any], model: Any, optimizer: Any, scheduler: Any, accelerator: Any, best: BestKeeper
 ) -> tuple[Progress, list[dict[str, Any]]]:
     """Load weights, optimizer, scheduler, scaler and this process's RNG from a verified checkpoint."""
+    sharded = is_sharded(accelerator)
+    if state.get("sharded", False) != sharded:
+        written, now = ("FSDP2", "without it") if not sharded else ("an engine that does not shard (one process or DDP)", "under FSDP2")
+        raise ConfigError(f"cannot resume {folder}: it was written under {written}, and this run trains {now}; "
+                          f"resume with the accelerate config the run was started with")
     if state["num_processes"] != accelerator.num_processes:
         raise ConfigError(f"cannot resume {folder}: it was written by {state['num_processes']} processes, this run has "
                           f"{accelerator.num_processes}; resume with the same number of processes")
-    restore_trainable(model, load_file(str(folder / WEIGHTS_FILE)), folder / WEIGHTS_FILE)
-    optimizer.load_state_dict(load_state(folder / OPTIMIZER_FILE))
+    if sharded:
+        load_shards(folder, model, optimizer)
+    else:
+        restore_trainable(model, load_file(str(folder / WEIGHTS_FILE)), folder / WEIGHTS_FILE)
+        optimizer.load_state_dict(load_state(folder / OPTIMIZER_FILE))
     scheduler.load_state_dict(load_state(folder / SCHEDULER_FILE))
     if accelerator.scaler is not None and (folder / SCALER_FILE).exists():
         accelerator.scaler.load_state_dict(load_state(folder / SCALER_FILE))
