@@ -135,8 +135,9 @@ class TrainConfig(Section):
                            "a first step that compiles, and again once for the first batch of a new length."
     )
     liger_kernel: bool = Field(
-        False, description="Liger's Triton kernels (RMSNorm, RoPE, SwiGLU) in the model's blocks: less memory and time on "
-                           "CUDA GPUs, for the model types Liger supports (the liger-kernel package)."
+        False, description="Liger's Triton kernels (RMSNorm, RoPE, SwiGLU) in the model's blocks, and for language models "
+                           "its fused linear cross-entropy (the output layer and the loss a chunk at a time, never the whole "
+                           "logits): less memory and time on CUDA GPUs, for the model types Liger supports (the liger-kernel package)."
     )
     dataloader_workers: int = Field(0, ge=0, description="Worker processes that collate batches.")
     report_to: list[Literal["tensorboard", "mlflow"]] = Field(

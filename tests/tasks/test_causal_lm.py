@@ -294,3 +294,53 @@ def test_a_streamed_corpus_trains_and_resumes_exactly(tiny_lms, tmp_path):
     assert len(a) >= 6 and [(r["step"], r["loss"]) for r in a] == [(r["step"], r["loss"]) for r in b]
     wa, wb = load_file(tmp_path / "ref" / "final" / "model.safetensors"), load_file(resumed / "final" / "model.safetensors")
     assert all(torch.equal(wa[n], wb[n]) for n in wa)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_a_fused_output_layer_loss_gets_the_hidden_states_and_gives_the_same_loss_and_gradients(tiny_lms, identity_data, smoothing):
+    """train.liger_kernel's fused linear cross-entropy is handed the (N, hidden) states of the target positions.
+
+    Liger's kernel itself needs CUDA (the GPU check runs it); here a reference in plain torch
+    stands in for it, to check what lmtune gives it and what it does with the result.
+    """
+    import torch.nn.functional as F
+
+    task, net = task_for(tiny_lms["llama"], identity_data)
+    task.cfg.train.label_smoothing = smoothing
+    splits = task.encode(task.tokenizer, 64)
+    batch = task.collate([splits.train[i] for i in range(4)])
+    given = []
+
+    def reference(weight, hidden, targets, bias):
+        given.append(hidden.shape)
+        logits = F.linear(hidden, weight, bias)
+        return F.cross_entropy(logits.float(), targets, reduction="sum", label_smoothing=smoothing)
+
+    def loss_and_grads(fused):
+        task.fused_loss = fused
+        net.zero_grad()
+        loss, n = task.loss(net, batch)
+        loss.backward()
+        return loss.detach(), n, {k: p.grad.clone() for k, p in net.named_parameters() if p.grad is not None}
+
+    plain, n_plain, g_plain = loss_and_grads(None)
+    fused, n_fused, g_fused = loss_and_grads(reference)
+    assert given == [(n_fused, net.config.hidden_size)] and n_fused == n_plain
+    torch.testing.assert_close(fused, plain)
+    assert g_fused.keys() == g_plain.keys()
+    for name in g_plain:
+        torch.testing.assert_close(g_fused[name], g_plain[name], msg=name)
+    # the output layer is itself again afterwards: plain use gets vocabulary logits at every position
+    task.fused_loss = None
+    assert net(input_ids=batch["input_ids"]).logits.shape[-1] == net.config.vocab_size
+
+
+def test_the_fused_loss_is_kept_for_plain_linear_output_layers(tiny_lms, identity_data):
+    from types import SimpleNamespace
+
+    from lmtune.models.kernels import fused_linear_cross_entropy
+
+    _, net = task_for(tiny_lms["llama"], identity_data)
+    head = net.get_output_embeddings()
+    assert fused_linear_cross_entropy(torch.nn.Sequential(head), net.config, 0.0) is None  # an adapter's wrapper
+    assert fused_linear_cross_entropy(head, SimpleNamespace(final_logit_softcapping=30.0), 0.0) is None  # logits changed after it

@@ -7,6 +7,10 @@ forward cost per token), and its logits are the largest activation in the model.
 pre-hook on the output layer gathers the hidden states of the chosen positions, so the model
 returns logits of shape (N, vocab) for those N positions only. The hook passes everything
 through when no positions are set (generation, plain use).
+
+With `project=False` the output layer is skipped as well: the model returns the (N, hidden)
+states the layer would have read, for a loss that applies the layer itself (Liger's fused linear
+cross-entropy, which never holds the N x vocab logits at once).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ class HeadPositions:
         head = getattr(model, "get_output_embeddings")()  # a transformers model (or PEFT-wrapped one)
         if head is None:
             raise ValueError(f"{type(model).__name__} has no output embeddings to restrict")
+        self.head: nn.Module = head
         self.mask: torch.Tensor | None = None  # (B, T) bool
         self._handle = head.register_forward_pre_hook(self._select)
 
@@ -34,13 +39,25 @@ class HeadPositions:
         return (hidden[self.mask], *args[1:])  # (N, H)
 
     @contextlib.contextmanager
-    def only(self, mask: torch.Tensor) -> Iterator[None]:
-        """Within the block, the model's logits are those of `mask`'s true positions, (N, vocab)."""
+    def only(self, mask: torch.Tensor, project: bool = True) -> Iterator[None]:
+        """Within the block, the model's logits are those of `mask`'s true positions, (N, vocab).
+
+        `project=False`: the output layer returns what it is given, so the "logits" are the hidden
+        states of those positions, (N, hidden).
+        """
         self.mask = mask
+        if not project:
+            self.head.forward = _unchanged  # an instance attribute, removed below
         try:
             yield
         finally:
             self.mask = None
+            if not project:
+                del self.head.forward
 
     def remove(self) -> None:
         self._handle.remove()
+
+
+def _unchanged(hidden: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    return hidden

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -30,8 +31,9 @@ def compile_model(model: nn.Module) -> None:
 def apply_liger(model: nn.Module) -> None:
     """train.liger_kernel: Liger's fused kernels (RMSNorm, RoPE, SwiGLU and the like) in the model's blocks.
 
-    The loss stays lmtune's: it runs the output layer at target positions only, so Liger's own
-    cross-entropy is not patched in.
+    The loss stays lmtune's (it runs the output layer at target positions only), so Liger's
+    patched forward with its own cross-entropy is not used; the causal LM task applies Liger's
+    fused linear cross-entropy to those positions instead (`fused_linear_cross_entropy`).
     """
     missing = [what for what, ok in (("a CUDA GPU", torch.cuda.is_available()),
                                      ("the liger-kernel package", importlib.util.find_spec("liger_kernel") is not None)) if not ok]
@@ -46,3 +48,22 @@ def apply_liger(model: nn.Module) -> None:
                           f"{', '.join(sorted(MODEL_TYPE_TO_APPLY_LIGER_FN))}); set train.liger_kernel: false")
     options: dict[str, Any] = {"cross_entropy": False, "fused_linear_cross_entropy": False}
     _apply_liger_kernel_to_instance(model=model, **options)
+
+
+FusedLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+
+
+def fused_linear_cross_entropy(head: nn.Module, model_config: Any, label_smoothing: float) -> FusedLoss | None:
+    """Liger's fused linear cross-entropy for this output layer, `loss(weight, hidden, targets, bias)` summed over
+    targets; None where it does not apply.
+
+    It computes the output layer and the loss a chunk of positions at a time, so the N x vocab
+    logits never exist at once (with a 49k vocabulary, 4k target tokens hold 800 MB of fp32
+    logits). It applies to a plain linear output layer: one an adapter wraps, or logits the model
+    changes after the layer (final_logit_softcapping), keep the unfused loss.
+    """
+    if type(head) is not nn.Linear or getattr(model_config, "final_logit_softcapping", None):
+        return None
+    from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+
+    return cast(FusedLoss, LigerFusedLinearCrossEntropyLoss(label_smoothing=label_smoothing, reduction="sum"))

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 from lmtune.data.batching import LabelsCollator
 from lmtune.data.chat import IGNORE, encode, has_chat_template, render_prompt
@@ -37,6 +38,7 @@ from lmtune.errors import ConfigError, DataError
 from lmtune.eval.generation import Sampling, generate_texts
 from lmtune.eval.text_metrics import perplexity, qa_metrics
 from lmtune.models.head_positions import HeadPositions
+from lmtune.models.kernels import FusedLoss, fused_linear_cross_entropy
 from lmtune.models.loading import load_causal_lm
 from lmtune.progress import bar
 from lmtune.schema import LOWER_IS_BETTER, Config
@@ -78,6 +80,7 @@ class CausalLMTask:
         self.metric, self.greater_is_better = "loss", False
         self.tokenizer: Any = None
         self.positions: HeadPositions | None = None
+        self.fused_loss: FusedLoss | None = None  # train.liger_kernel: the output layer and the loss in one kernel
         self._collate: LabelsCollator | None = None
         self._eval_conversations: Conversations | None = None
 
@@ -120,6 +123,9 @@ class CausalLMTask:
 
     def prepare_model(self, model: nn.Module) -> None:
         self.positions = HeadPositions(model)
+        if self.cfg.train.liger_kernel:  # apply_liger has checked that Liger runs here
+            self.fused_loss = fused_linear_cross_entropy(self.positions.head, getattr(model, "config", None),
+                                                         self.cfg.train.label_smoothing)
 
     def encode(self, tokenizer: Any, max_length: int) -> Splits:
         """Every split's token ids, from the data cache when these files, settings, tokenizer and max_length were
@@ -216,9 +222,16 @@ class CausalLMTask:
             inputs = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"]}
         else:
             inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-        with self.positions.only(keep):
-            logits = model(**inputs, use_cache=False).logits  # (N, V)
-        loss = F.cross_entropy(logits.float(), targets[keep], reduction="sum", label_smoothing=self.cfg.train.label_smoothing)
+        weight, bias = getattr(self.positions.head, "weight", None), getattr(self.positions.head, "bias", None)
+        # Under FSDP2 the output layer's weight is a shard outside its forward: the fused loss cannot read it.
+        fused = self.fused_loss if self.fused_loss is not None and not isinstance(weight, DTensor) else None
+        with self.positions.only(keep, project=fused is None):
+            out = model(**inputs, use_cache=False).logits  # (N, V); with the fused loss the hidden states, (N, H)
+        if fused is not None:
+            assert weight is not None  # a linear output layer (fused_linear_cross_entropy checked)
+            loss = fused(weight, out, targets[keep], bias)
+        else:
+            loss = F.cross_entropy(out.float(), targets[keep], reduction="sum", label_smoothing=self.cfg.train.label_smoothing)
         return loss, int(keep.sum())
 
     @torch.no_grad()
