@@ -10,7 +10,8 @@ Sections, each variant in this process (peak CUDA memory reset before each):
   SFTTrainer (when installed) on the same prompt-completion text, and lmtune with
   gradient checkpointing, with Liger's kernels (CUDA and liger-kernel) and as QLoRA
   (bitsandbytes), and through `accelerate launch` with examples/accelerate/fsdp2-offload.yaml
-  (FSDP2, shards in CPU memory; fsdp2.yaml in the dry run, where there is no GPU to offload from);
+  (FSDP2, shards in CPU memory; fsdp2.yaml in the dry run, where there is no GPU to offload from)
+  and with deepspeed-zero3.yaml (DeepSpeed ZeRO-3, when installed);
 - resume: `lmtune train` killed (SIGKILL) after its first checkpoint, resumed with the same
   command line: its per-step losses against the same run never killed.
 
@@ -422,7 +423,7 @@ def environment() -> dict[str, Any]:
 
     info: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
                             "peft": peft.__version__, "accelerate": accelerate.__version__, "cuda": cuda()}
-    for name in ("trl", "bitsandbytes", "liger_kernel", "flash_attn"):
+    for name in ("trl", "bitsandbytes", "liger_kernel", "flash_attn", "deepspeed"):
         info[name] = importlib.util.find_spec(name) is not None
     if cuda():
         info.update(device=torch.cuda.get_device_name(), cuda_version=torch.version.cuda, bf16_peak_flops=bf16_peak(),
@@ -513,6 +514,9 @@ def main(argv: list[str] | None = None) -> int:
     fsdp = "fsdp2.yaml" if args.dry_run else "fsdp2-offload.yaml"
     fsdp_variant = "lmtune_" + fsdp.removesuffix(".yaml").replace("-", "_")
     attempt(rows, fsdp_variant, lambda: run_lmtune_launched(fsdp_variant, sft("fsdp"), fsdp, work / "fsdp"))
+    attempt(rows, "lmtune_deepspeed_zero3",
+            lambda: run_lmtune_launched("lmtune_deepspeed_zero3", sft("zero3"), "deepspeed-zero3.yaml", work / "zero3"),
+            None if results["environment"]["deepspeed"] else "deepspeed is not installed")
 
     print("resume after SIGKILL", flush=True)
     try:

@@ -6,7 +6,9 @@
 # $GPU_PYTHONS (default 3.10 to 3.13), and pip there picks the one that fits. About 50 MB in all:
 # carry bench/wheels with the working tree (the device tool's 64 MiB limit). --with-trl adds TRL
 # and datasets; pyarrow alone is about 40 MB a Python version, so set GPU_PYTHONS to the GPU
-# machine's one version and leave bitsandbytes out (--without-bitsandbytes).
+# machine's one version and leave bitsandbytes out (--without-bitsandbytes). --with-deepspeed
+# adds DeepSpeed (built here into a wheel: it ships as source only; its kernels build when used)
+# and its dependencies, about 3 MB.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -22,6 +24,14 @@ for version in $versions; do
   "$PY" -m pip download --quiet --no-deps --only-binary :all: --python-version "$version" --platform manylinux2014_x86_64 \
     -d "$out" "pydantic-core==$core"
 done
+if [[ " $* " == *" --with-deepspeed "* ]]; then
+  "$PY" -m pip wheel --quiet --no-deps -w "$out" "deepspeed==$(version_of deepspeed)"
+  "$PY" -m pip download --quiet --no-deps --only-binary :all: -d "$out" hjson py-cpuinfo einops nvidia-ml-py
+  for version in $versions; do
+    "$PY" -m pip download --quiet --no-deps --only-binary :all: --python-version "$version" --platform manylinux2014_x86_64 \
+      -d "$out" msgpack ninja
+  done
+fi
 if [[ " $* " == *" --with-trl "* ]]; then
   "$PY" -m pip download --quiet --no-deps --only-binary :all: -d "$out" trl datasets dill xxhash multiprocess fsspec
   for version in $versions; do

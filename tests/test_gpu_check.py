@@ -19,7 +19,8 @@ def test_the_dry_run_measures_every_variant_and_resumes_a_killed_run_exactly(tmp
     results = json.loads((tmp_path / "gpu_check.json").read_text())
     assert results["environment"]["cuda"] is False
     for section, variants in (("classification", {"lmtune", "hf_trainer"}),
-                              ("sft", {"lmtune", "hf_trainer", "lmtune_gradient_checkpointing", "lmtune_fsdp2"})):
+                              ("sft", {"lmtune", "hf_trainer", "lmtune_gradient_checkpointing", "lmtune_fsdp2",
+                                       "lmtune_deepspeed_zero3"})):
         rows = {r["variant"]: r for r in results[section]}
         for variant in variants:
             assert "error" not in rows[variant], rows[variant]
@@ -30,6 +31,9 @@ def test_the_dry_run_measures_every_variant_and_resumes_a_killed_run_exactly(tmp
     # FSDP2 through accelerate launch, one process, trains the same steps to the same loss
     assert sft["lmtune_fsdp2"]["tokens"] == sft["lmtune"]["tokens"]
     assert abs(sft["lmtune_fsdp2"]["final_loss"] - sft["lmtune"]["final_loss"]) <= 2e-4, sft
+    # and so does DeepSpeed ZeRO-3 (a test dependency: installed here)
+    assert sft["lmtune_deepspeed_zero3"]["tokens"] == sft["lmtune"]["tokens"]
+    assert abs(sft["lmtune_deepspeed_zero3"]["final_loss"] - sft["lmtune"]["final_loss"]) <= 2e-4, sft
     assert sft["lmtune_liger"]["skipped"] == "needs CUDA and liger-kernel"
     assert "error" not in sft["lmtune_qlora"] and "error" not in sft.get("trl_sft", {}), sft
     resume = results["resume"]

@@ -251,8 +251,13 @@ def _has_safetensors(path: str) -> bool | None:
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+    """Trainable and total parameters (a parameter DeepSpeed ZeRO-3 partitioned counts whole: its ds_numel)."""
+
+    def size(p: nn.Parameter) -> int:
+        return int(getattr(p, "ds_numel", p.numel()))
+
+    trainable = sum(size(p) for p in model.parameters() if p.requires_grad)
+    total = sum(size(p) for p in model.parameters())
     return trainable, total
 
 

@@ -45,10 +45,13 @@ OPTIMIZER_FILE = "optimizer.pt"
 SCHEDULER_FILE = "scheduler.pt"
 SCALER_FILE = "scaler.pt"
 # What a checkpoint must hold, by layout: "full" keeps the trainable tensors and the optimizer state
-# in one file each; "sharded" (FSDP2, train/sharded.py) keeps every process's shards of both in shards/.
+# in one file each; "sharded" (FSDP2, train/sharded.py) keeps every process's shards of both in
+# shards/; "zero" (DeepSpeed, train/zero.py) the whole trainable tensors and one optimizer partition
+# per process (optimizer-N.pt).
 REQUIRED = {
     "full": (STATE_FILE, CONFIG_FILE, WEIGHTS_FILE, OPTIMIZER_FILE, SCHEDULER_FILE, "rng-0.pt"),
     "sharded": (STATE_FILE, CONFIG_FILE, SCHEDULER_FILE, "rng-0.pt", "shards/.metadata"),
+    "zero": (STATE_FILE, CONFIG_FILE, WEIGHTS_FILE, SCHEDULER_FILE, "rng-0.pt", "optimizer-0.pt"),
 }
 _NAME = re.compile(r"step-(\d+)")
 _CHUNK = 1 << 20

@@ -30,8 +30,9 @@ from lmtune.progress import bar, quiet
 from lmtune.report import write_report
 from lmtune.run_dir import RunDir, RunStatus, State
 from lmtune.tasks.base import Batch
+from lmtune.train import zero
 from lmtune.train.checkpoint import clean_leftovers
-from lmtune.train.engines import is_sharded
+from lmtune.train.engines import checkpoint_layout
 from lmtune.train.optim import warmup_steps
 from lmtune.train.output import Plan, RunLog, TrainResult, finished_result, plan_output_dir, prepare_output_dir
 from lmtune.train.resume import check_compatible, find_checkpoint, saved_config
@@ -112,7 +113,8 @@ class Run:
         self.history: list[dict[str, Any]] = []  # restored from a checkpoint; the run log goes on from it
         self.checkpoints = self.cfg.train.keep_last_checkpoints > 0
         self.best = BestKeeper(setup.task.metric, setup.task.greater_is_better, self.cfg.eval.early_stopping_patience,
-                               folder.checkpoints if self.checkpoints else None, is_sharded(setup.accelerator))
+                               folder.checkpoints if self.checkpoints else None, checkpoint_layout(setup.accelerator),
+                               zero.zero_stage(setup.accelerator))
         self.resumed = False
         self.initial: dict[str, Any] | None = None  # metrics before training (eval.at_start)
         self.run_log = RunLog(None)
@@ -371,11 +373,16 @@ def finish(run: Run) -> TrainResult:
     run.writer.wait()  # the last checkpoint is complete: the best weights may be read back from it
     s.accelerator.wait_for_everyone()  # by every process (the main process writes it, maybe in the background)
     meta = s.task.meta(s.max_length)
-    sharded = is_sharded(s.accelerator)
+    sharded = checkpoint_layout(s.accelerator) == "sharded"
+    partitioned = sharded or zero.zero_stage(s.accelerator) == 3  # no process holds the whole model
 
     def save(target: Path) -> None:
-        """A full model folder, written by the main process (from the shards gathered from every process, under FSDP2)."""
-        tensors = full_state_dict(s.unwrapped) if sharded else None
+        """A full model folder, written by the main process (from what every process holds, gathered, under FSDP2 and ZeRO-3)."""
+        tensors = None
+        if sharded:
+            tensors = full_state_dict(s.unwrapped)
+        elif partitioned:
+            tensors = zero.full_state_dict(s.accelerator, s.model)
         if s.main:
             save_model(s.unwrapped, s.tokenizer, meta, target, tensors)
 
@@ -384,9 +391,9 @@ def finish(run: Run) -> TrainResult:
     run.best.restore(s.unwrapped)
     save(folder.best)
     if s.main and cfg.output.merge_lora and METHODS[cfg.method.name].adapter:
-        # Into the unquantized base, as lmtune merge does (no rounding of the base weights); under FSDP2 from
-        # the saved adapter too, since no process holds the whole model.
-        if cfg.model.quantize != "none" or sharded:
+        # Into the unquantized base, as lmtune merge does (no rounding of the base weights); under FSDP2 and
+        # ZeRO-3 from the saved adapter too, since no process holds the whole model.
+        if cfg.model.quantize != "none" or partitioned:
             merge_adapter(folder.best, folder.merged)
         else:
             merged = s.unwrapped.merge_and_unload()  # type: ignore[operator]

@@ -21,6 +21,7 @@ from lmtune.models.loading import count_parameters, effective_max_length, enable
 from lmtune.models.methods import apply_method
 from lmtune.tasks import Task, build_task
 from lmtune.tasks.base import Batch, TokenDataset
+from lmtune.train import zero
 from lmtune.train.engines import build_accelerator, check_engine, requested_engine
 from lmtune.train.optim import build_optimizer, build_scheduler, parameter_groups
 from lmtune.train.resume import fingerprint
@@ -44,7 +45,7 @@ class Setup:
     model: nn.Module  # as Accelerate prepared it (wrapped with several processes)
     unwrapped: nn.Module  # the model itself: what is saved and checkpointed
     optimizer: AcceleratedOptimizer
-    scheduler: AcceleratedScheduler
+    scheduler: AcceleratedScheduler  # (the torch schedule itself under DeepSpeed)
     train_loader: Any
     train_sampler: LengthGroupedBatchSampler
     val_loader: Iterable[Batch] | None
@@ -113,9 +114,14 @@ def build_setup(cfg: Config) -> Setup:
     total_steps = math.ceil(batches_per_epoch / tc.gradient_accumulation_steps) * tc.epochs
     if tc.max_steps is not None:
         total_steps = min(total_steps, tc.max_steps)
-    # The prepared scheduler steps once per process for every optimizer step: schedule in global steps.
-    scheduler = build_scheduler(optimizer, tc, total_steps * accelerator.num_processes)
-    model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
+    if zero.is_deepspeed(accelerator):
+        # DeepSpeed's engine updates, and lmtune steps the schedule itself, once per optimizer step (train/zero.py).
+        scheduler = build_scheduler(optimizer, tc, total_steps)
+        model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
+    else:
+        # The prepared scheduler steps once per process for every optimizer step: schedule in global steps.
+        scheduler = build_scheduler(optimizer, tc, total_steps * accelerator.num_processes)
+        model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
     trainable, total = count_parameters(model)
     setup = Setup(
         cfg, task, tokenizer, accelerator, model, accelerator.unwrap_model(model), optimizer, scheduler, train_loader,

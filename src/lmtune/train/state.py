@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 
 from lmtune.errors import CheckpointError, ConfigError
 from lmtune.schema import Config
+from lmtune.train import zero
 from lmtune.train.checkpoint import (
     CONFIG_FILE,
     OPTIMIZER_FILE,
@@ -33,7 +34,7 @@ from lmtune.train.checkpoint import (
     staging_dir,
     verify,
 )
-from lmtune.train.engines import is_sharded
+from lmtune.train.engines import checkpoint_layout
 from lmtune.train.sharded import load_shards, reshard, save_shards, trainable_shards
 from lmtune.train.step import Progress
 from lmtune.train.writer import CheckpointWriter
@@ -45,13 +46,14 @@ class BestKeeper:
     """Keeps track of the best evaluation so far, and says when to stop early.
 
     With checkpoints on, a checkpoint is written at every new best, so the best weights are read
-    back from it at the end of the run; without, they are copied in memory. `sharded`: each
-    process holds shards of the parameters (FSDP2), and reads its own back.
+    back from it at the end of the run; without, they are copied in memory. `layout` and
+    `zero_stage` say how the processes hold the parameters (see copy_trainable).
     """
 
-    def __init__(self, metric: str, greater_is_better: bool, patience: int | None, checkpoints: Path | None, sharded: bool = False):
+    def __init__(self, metric: str, greater_is_better: bool, patience: int | None, checkpoints: Path | None,
+                 layout: str = "full", zero_stage: int = 0):
         self.metric, self.greater_is_better, self.patience = metric, greater_is_better, patience
-        self.checkpoints, self.sharded = checkpoints, sharded
+        self.checkpoints, self.layout, self.zero_stage = checkpoints, layout, zero_stage
         self.value: float | None = None
         self.step = 0
         self.metrics: dict[str, Any] | None = None
@@ -67,8 +69,7 @@ class BestKeeper:
         ):
             self.value, self.step, self.metrics = value, step, metrics
             if self.checkpoints is None:
-                self._weights = ({n: t.clone() for n, t in trainable_shards(model).items()} if self.sharded
-                                 else trainable_tensors(model))
+                self._weights = copy_trainable(model, self.layout, self.zero_stage)
             self.evals_without_gain = 0
             return True
         self.evals_without_gain += 1
@@ -83,14 +84,12 @@ class BestKeeper:
             return
         if self.checkpoints is None:
             assert self._weights is not None  # copied at every new best
-            if self.sharded:
-                reshard(model)
-            restore_trainable(model, self._weights)
-        elif self.sharded:
+            put_trainable(model, self._weights, self.layout, self.zero_stage)
+        elif self.layout == "sharded":
             load_shards(self._folder(), model)
         else:
             folder = self._folder()
-            restore_trainable(model, load_file(str(folder / WEIGHTS_FILE)), folder / WEIGHTS_FILE)
+            put_trainable(model, load_file(str(folder / WEIGHTS_FILE)), self.layout, self.zero_stage, folder / WEIGHTS_FILE)
 
     def state(self) -> dict[str, Any]:
         return {"value": self.value, "step": self.step, "metrics": self.metrics,
@@ -111,6 +110,27 @@ class BestKeeper:
         except CheckpointError as err:
             raise CheckpointError(f"the best model (step {self.step}) cannot be restored: {err}") from None
         return folder
+
+
+def copy_trainable(model: torch.nn.Module, layout: str, zero_stage: int) -> dict[str, torch.Tensor]:
+    """Copies of the trainable tensors, as this process can put them back: its own shards under FSDP2
+    ("sharded"), whole tensors otherwise (gathered under ZeRO-3; every process calls it then)."""
+    if layout == "sharded":
+        return {n: t.clone() for n, t in trainable_shards(model).items()}
+    if zero_stage == 3:
+        return zero.read_trainable(model, zero_stage)
+    return trainable_tensors(model)
+
+
+def put_trainable(model: torch.nn.Module, saved: dict[str, torch.Tensor], layout: str, zero_stage: int,
+                  source: Path | str = "the saved weights") -> None:
+    """Put tensors from copy_trainable (or a checkpoint's whole tensors, except under FSDP2) back into the model."""
+    if layout == "sharded":
+        reshard(model)
+    if zero_stage == 3:
+        zero.write_trainable(model, saved, zero_stage, source)
+    else:
+        restore_trainable(model, saved, source)
 
 
 def trainable_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -138,11 +158,13 @@ def write_checkpoint(
     The writer writes the files, commits (see checkpoint.py) and rotates the checkpoints, in the
     background when it is a background writer: the snapshot is a copy then, so the training can
     go on changing the weights and the optimizer while it is written. Where each process holds
-    shards (FSDP2), every process writes its shards of the weights and the optimizer first, at once.
+    shards (FSDP2), every process writes its shards of the weights and the optimizer first, at once;
+    under DeepSpeed each writes its optimizer partition (and ZeRO-3 gathers the weights for the main one).
     """
     step = point["progress"]["step"]
     main = accelerator.is_main_process
-    sharded = is_sharded(accelerator)
+    layout, stage = checkpoint_layout(accelerator), zero.zero_stage(accelerator)
+    gathered = zero.read_trainable(model, stage) if stage == 3 else None  # every process takes part
     if main:
         writer.wait()  # the previous write is complete (or its failure raised) before this one begins
     snapshot: Snapshot | None = None
@@ -151,10 +173,13 @@ def write_checkpoint(
             begin(root, step)
         accelerator.wait_for_everyone()
         save_state(point["rng"], rng_file(staging_dir(root, step), accelerator.process_index))
-        if sharded:
+        if layout == "sharded":
             save_shards(staging_dir(root, step), model, optimizer)
+        elif layout == "zero":
+            zero.save_partition(staging_dir(root, step), optimizer, accelerator.process_index)
         if main:
-            snapshot = Snapshot.take(point, cfg, fingerprints, model, optimizer, accelerator, best, history, writer, sharded)
+            snapshot = Snapshot.take(point, cfg, fingerprints, model, optimizer, accelerator, best, history, writer,
+                                     layout, gathered)
     except OSError as err:
         abort(root, step)
         raise write_failure(root, step, err) from None
@@ -172,20 +197,24 @@ class Snapshot:
     @classmethod
     def take(cls, point: dict[str, Any], cfg: Config, fingerprints: dict[str, str], model: Any, optimizer: Any,
              accelerator: Any, best: BestKeeper, history: list[dict[str, Any]], writer: CheckpointWriter,
-             sharded: bool = False) -> Snapshot:
+             layout: str = "full", weights: dict[str, torch.Tensor] | None = None) -> Snapshot:
         """In the foreground, the live tensors (written before training goes on); in the background, the writer's copies.
 
-        `sharded`: the weights and optimizer are already written, shard by shard; the rest is taken.
+        `layout` "sharded": the weights and optimizer are already written, shard by shard; "zero": the
+        optimizer is, partition by partition. `weights`: the trainable tensors, gathered already (ZeRO-3).
         """
         step = point["progress"]["step"]
-        weights = {n: p for n, p in model.named_parameters() if p.requires_grad} if not sharded else {}
-        optimizer_state = optimizer.state_dict() if not sharded else None
+        sharded = layout == "sharded"
+        if weights is None:
+            weights = {n: p for n, p in model.named_parameters() if p.requires_grad} if not sharded else {}
+        optimizer_state = optimizer.state_dict() if layout == "full" else None
         scaler_state = accelerator.scaler.state_dict() if accelerator.scaler is not None else None
         if writer.background:
             weights, optimizer_state, scaler_state = writer.copy((weights, optimizer_state, scaler_state))
         files: dict[str, Any] = {SCHEDULER_FILE: point["scheduler"]}  # a deep copy already
         if not sharded:
             files[WEIGHTS_FILE] = {n: t.detach().cpu().contiguous() for n, t in weights.items()}
+        if optimizer_state is not None:
             files[OPTIMIZER_FILE] = optimizer_state
         if scaler_state is not None:
             files[SCALER_FILE] = scaler_state
@@ -195,9 +224,9 @@ class Snapshot:
             "history": [r for r in history if r.get("step", 0) <= step],
             "fingerprints": fingerprints,
             "num_processes": accelerator.num_processes,
-            "sharded": sharded,
+            "layout": layout,
         }
-        return cls(files, {CONFIG_FILE: cfg.to_yaml(), STATE_FILE: json.dumps(state, indent=1)}, "sharded" if sharded else "full")
+        return cls(files, {CONFIG_FILE: cfg.to_yaml(), STATE_FILE: json.dumps(state, indent=1)}, layout)
 
     def write(self, root: Path, step: int, keep_last: int, protect: set[int]) -> None:
         """Write into step N's staging folder, commit it, then rotate the checkpoints."""
@@ -231,20 +260,26 @@ def read_state(folder: Path) -> dict[str, Any]:
     return json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
 
 
+ENGINES = {"full": "one process or DDP", "sharded": "FSDP2", "zero": "DeepSpeed ZeRO"}  # by checkpoint layout
+
+
 def restore_checkpoint(
     folder: Path, state: dict[str, Any], model: Any, optimizer: Any, scheduler: Any, accelerator: Any, best: BestKeeper
 ) -> tuple[Progress, list[dict[str, Any]]]:
     """Load weights, optimizer, scheduler, scaler and this process's RNG from a verified checkpoint."""
-    sharded = is_sharded(accelerator)
-    if state.get("sharded", False) != sharded:
-        written, now = ("FSDP2", "without it") if not sharded else ("an engine that does not shard (one process or DDP)", "under FSDP2")
-        raise ConfigError(f"cannot resume {folder}: it was written under {written}, and this run trains {now}; "
-                          f"resume with the accelerate config the run was started with")
+    layout = checkpoint_layout(accelerator)
+    written = state.get("layout") or ("sharded" if state.get("sharded") else "full")
+    if written != layout:
+        raise ConfigError(f"cannot resume {folder}: it was written under {ENGINES[written]}, and this run trains under "
+                          f"{ENGINES[layout]}; resume with the accelerate config the run was started with")
     if state["num_processes"] != accelerator.num_processes:
         raise ConfigError(f"cannot resume {folder}: it was written by {state['num_processes']} processes, this run has "
                           f"{accelerator.num_processes}; resume with the same number of processes")
-    if sharded:
+    if layout == "sharded":
         load_shards(folder, model, optimizer)
+    elif layout == "zero":
+        put_trainable(model, load_file(str(folder / WEIGHTS_FILE)), layout, zero.zero_stage(accelerator), folder / WEIGHTS_FILE)
+        zero.load_partition(folder, optimizer, accelerator.process_index, accelerator.num_processes)
     else:
         restore_trainable(model, load_file(str(folder / WEIGHTS_FILE)), folder / WEIGHTS_FILE)
         optimizer.load_state_dict(load_state(folder / OPTIMIZER_FILE))

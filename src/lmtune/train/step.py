@@ -16,6 +16,7 @@ from torch import nn
 from lmtune.errors import TrainingError
 from lmtune.schema import TrainConfig
 from lmtune.tasks.base import Batch, Task
+from lmtune.train import zero
 from lmtune.train.checkpoint import restore_rng, rng_state
 
 if TYPE_CHECKING:
@@ -63,6 +64,8 @@ class Stepper:
     Guards: a non-finite loss or gradient skips the update (and `train.max_bad_steps` in a row
     stop the run); out of memory either stops with advice or, with `train.auto_batch_size`,
     replays the step with each micro-batch cut in halves, which leaves the gradient unchanged.
+    Under DeepSpeed its engine takes the update (train/zero.py): lmtune marks the step's last
+    micro-batch, and a non-finite gradient is one DeepSpeed skipped.
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: AcceleratedScheduler, task: Task,
@@ -71,6 +74,7 @@ class Stepper:
         self.task, self.accelerator, self.tc, self.state = task, accelerator, tc, state
         self.streak_start: dict[str, Any] | None = None  # the point before the first bad step in a row
         self.updating = False  # inside the optimizer update: the weights may be half changed
+        self.engine = model if zero.is_deepspeed(accelerator) else None  # DeepSpeed's engine, which updates itself
         self.model.train()
 
     def step(self, group: list[Batch], point: dict[str, Any]) -> None:
@@ -84,10 +88,16 @@ class Stepper:
                 self.optimizer.zero_grad(set_to_none=True)
                 self._out_of_memory(group, err)
                 restore_rng(point["rng"])  # the replay draws the same dropout masks
-        norm = self._gradient_norm()
-        bad = not (math.isfinite(loss) and math.isfinite(norm))
-        if self.accelerator.num_processes > 1:  # every process must take the same decision
-            bad = bool(self.accelerator.reduce(torch.tensor(float(bad), device=self.accelerator.device), "max").item())
+        if self.engine is not None:  # DeepSpeed updates, or skips a non-finite gradient, on every process alike
+            self.updating = True
+            updated, norm = zero.update(self.engine)
+            self.updating = False
+            bad = not (updated and math.isfinite(loss))
+        else:
+            norm = self._gradient_norm()
+            bad = not (math.isfinite(loss) and math.isfinite(norm))
+            if self.accelerator.num_processes > 1:  # every process must take the same decision
+                bad = bool(self.accelerator.reduce(torch.tensor(float(bad), device=self.accelerator.device), "max").item())
         s = self.state
         if bad:
             self.optimizer.zero_grad(set_to_none=True)
@@ -110,9 +120,10 @@ class Stepper:
                     f"Resume with --resume --allow-changes after changing them"
                 )
         else:
-            self.updating = True
-            self.optimizer.step()
-            self.updating = False
+            if self.engine is None:
+                self.updating = True
+                self.optimizer.step()
+                self.updating = False
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
             s.bad_streak = 0
@@ -143,7 +154,10 @@ class Stepper:
             with contextlib.nullcontext() if last else self.accelerator.no_sync(self.model):
                 loss_sum, _ = self.task.loss(self.model, chunk)
                 loss = loss_sum * scale
-                self.accelerator.backward(loss)
+                if self.engine is not None:
+                    zero.backward(self.engine, loss, last)
+                else:
+                    self.accelerator.backward(loss)
             total += float(loss.detach())
         if processes > 1:  # the mean over every process: the same logged value, and checkpointed, on each
             total = float(self.accelerator.reduce(torch.tensor(total, device=self.accelerator.device), "mean").item())
