@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -31,9 +32,11 @@ class Server:
     command = "serve"
     ready_path = "/health"
 
-    def __init__(self, model: Path | str, *args: str, env: dict[str, str] | None = None):
+    def __init__(self, model: Path | str, *args: str, env: dict[str, str] | None = None, ca: Path | None = None):
+        """`ca`: the server speaks HTTPS (its args give --ssl-certfile and --ssl-keyfile) with a certificate this CA signed."""
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if ca else 'http'}://127.0.0.1:{self.port}"
+        self.verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca)) if ca else True
         self.log = Path(os.environ.get("TMPDIR", "/tmp")) / f"lmtune-{self.command}-{self.port}.log"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "lmtune", self.command, *self.arguments(str(model)), "--port", str(self.port), *args],
@@ -44,7 +47,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"lmtune {self.command} exited with {self.proc.returncode}: {self.output()}")
             try:
-                if httpx.get(f"{self.url}{self.ready_path}", timeout=2).status_code in (200, 401):
+                if httpx.get(f"{self.url}{self.ready_path}", timeout=2, verify=self.verify).status_code in (200, 401):
                     return
             except httpx.TransportError:
                 time.sleep(0.2)
@@ -58,7 +61,7 @@ class Server:
         return self.log.read_text(errors="replace")
 
     def client(self, **kwargs) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=60, **kwargs)
+        return httpx.Client(base_url=self.url, timeout=60, verify=self.verify, **kwargs)
 
     def stop(self) -> int:
         if self.proc.poll() is None:

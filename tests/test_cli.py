@@ -68,9 +68,12 @@ def test_serve_and_ui_options_are_their_settings_with_the_readme_defaults():
         args = parser.parse_args(command)
         optioned = [f for f in dataclasses.fields(options) if "help" in f.metadata]
         assert option_values(args, options) == {f.name: f.default for f in optioned}
-        changed = parser.parse_args([*command, *[a for f in optioned if f.name != "host" and f.default is not None
-                                                  for a in (f"--{f.name.replace('_', '-')}", "7")]])
-        assert all(getattr(changed, f.name) == 7 for f in optioned if f.name != "host" and f.default is not None)
+        valued = [f for f in optioned if f.name != "host" and f.default is not None and not isinstance(f.default, bool)]
+        flags = [f for f in optioned if isinstance(f.default, bool)]  # off by default, on when given
+        changed = parser.parse_args([*command, *[a for f in valued for a in (f"--{f.name.replace('_', '-')}", "7")],
+                                     *[f"--{f.name.replace('_', '-')}" for f in flags]])
+        assert all(getattr(changed, f.name) == 7 for f in valued)
+        assert flags and all(getattr(changed, f.name) is True and f.default is False for f in flags)
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     table = dict(re.findall(r"^\| `--([a-z-]+)` \(([\d,.]+)(?: s)?\)", readme, flags=re.M))
     assert set(table) >= {"max-body-bytes", "max-batch-size", "max-tokens", "max-queue", "timeout"}

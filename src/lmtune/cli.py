@@ -238,14 +238,15 @@ def _merge(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from lmtune.serve.options import ServeOptions, is_loopback
+    from lmtune.serve.options import ServeOptions
     from lmtune.serve.server import serve
+    from lmtune.serve.tls import check_listening
 
     key = args.api_key if args.api_key is not None else os.environ.get("LMTUNE_API_KEY")
     options = ServeOptions(**{**option_values(args, ServeOptions), "api_key": key})
-    if not is_loopback(args.host) and not key:
-        print(f"lmtune serve: warning: --host {args.host} takes requests from other machines and no --api-key is set",
-              file=sys.stderr)
+    options.check()
+    check_listening("lmtune serve", args.host, args.ssl_certfile, args.ssl_keyfile, args.insecure, bool(key),
+                    "an API key (--api-key or LMTUNE_API_KEY)")
     if args.engine == "vllm":
         from lmtune.serve.vllm import launch_vllm
 
@@ -255,12 +256,14 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _ui(args: argparse.Namespace) -> int:
+    from lmtune.serve.tls import check_listening
     from lmtune.ui.options import UiOptions
     from lmtune.ui.server import resolve_token, run_ui
 
     if args.max_upload_bytes <= 0:
         raise ConfigError(f"--max-upload-bytes must be positive, not {args.max_upload_bytes}")
     token = resolve_token(args.token, args.host)
+    check_listening("lmtune ui", args.host, args.ssl_certfile, args.ssl_keyfile, args.insecure, bool(token), "a token")
     run_ui(UiOptions(**{**option_values(args, UiOptions), "token": token}, workspace=Path(args.workspace)))
     return 0
 
@@ -285,7 +288,9 @@ def option_arguments(parser: argparse.ArgumentParser, options: type) -> None:
     import dataclasses
 
     for f in dataclasses.fields(options):
-        if "help" in f.metadata:
+        if "help" in f.metadata and isinstance(f.default, bool):
+            parser.add_argument(f"--{f.name.replace('_', '-')}", action="store_true", help=f.metadata["help"])
+        elif "help" in f.metadata:
             kind = str if f.default is None else type(f.default)
             parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default, help=f.metadata["help"])
 

@@ -58,6 +58,31 @@ class DataConfig(Section):
         "error", description="A training, validation or test row with an empty or null text, label, instruction, output, "
         "source or target: error (stop, naming the first) or drop (leave it out; the log says how many went, per file)."
     )
+    redact: bool | list[Literal["email", "phone", "ip", "credit_card", "iban", "url"]] = Field(
+        False, description="Replace personal data in the text as it is read, before tokenization, with typed placeholders "
+        "(<EMAIL>, <PHONE>, <IP>, <CREDIT_CARD> (Luhn-checked), <IBAN> (checksum-checked), <URL>): true for all of them, or a "
+        "list of email, phone, ip, credit_card, iban, url. The files are never changed; counts go to the log and metrics.json."
+    )
+    redact_patterns: dict[str, str] = Field(
+        default_factory=dict, description="More to redact: NAME: regex, each match replaced by <NAME> (with or without data.redact)."
+    )
+    redact_region: str = Field("US", description="data.redact phone: the region whose national phone formats are recognized "
+                               "(international +CC numbers always are).")
+
+    @model_validator(mode="after")
+    def _redaction(self) -> DataConfig:
+        import re
+
+        for name, pattern in self.redact_patterns.items():
+            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name):
+                raise ValueError(f"data.redact_patterns: name {name!r} must be a word (letters, digits, _), as in <NAME>")
+            try:
+                compiled = re.compile(pattern)
+            except re.error as err:
+                raise ValueError(f"data.redact_patterns.{name}: {pattern!r} is not a regular expression ({err})") from None
+            if compiled.fullmatch(""):
+                raise ValueError(f"data.redact_patterns.{name}: {pattern!r} matches the empty text")
+        return self
 
 
 class CachedDataConfig(DataConfig):

@@ -27,6 +27,9 @@ def test_a_lora_run_is_served_as_base_plus_adapter(chat_run):
     assert cmd[:3] == ["vllm", "serve", base]
     assert cmd[cmd.index("--lora-modules") + 1] == f"identity={adapter}" and cmd[cmd.index("--max-lora-rank") + 1] == "8"
     assert cmd[cmd.index("--port") + 1] == "9000" and cmd[cmd.index("--api-key") + 1] == "k"
+    assert "--ssl-certfile" not in cmd
+    tls = vllm_command(str(chat_run), ServeOptions(ssl_certfile="c.pem", ssl_keyfile="k.pem"))
+    assert tls[tls.index("--ssl-certfile") + 1] == "c.pem" and tls[tls.index("--ssl-keyfile") + 1] == "k.pem"
 
 
 def test_a_merged_run_is_a_plain_model_folder(chat_run, tmp_path):

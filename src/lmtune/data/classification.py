@@ -7,12 +7,13 @@ import math
 import re
 from array import array
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, overload
 
 from pydantic import Field
 
 from lmtune.data.readers import Columns, Table, read_columns, read_table
+from lmtune.data.redact import Redactor, add_counts, log_redacted, redactor_for
 from lmtune.errors import DataError
 from lmtune.schema import CachedDataConfig
 
@@ -153,13 +154,18 @@ def read_texts(path: str, text_column: str, pair_column: str | None) -> tuple[li
     return texts, pairs
 
 
-def read_examples(path: str, cfg: ClassificationSection, limit: int | None) -> Examples:
-    """Texts and parsed label values of one file; `with_label_type` then fits the labels to a label type."""
+def read_examples(path: str, cfg: ClassificationSection, limit: int | None, redactor: Redactor | None = None) -> Examples:
+    """Texts and parsed label values of one file; `with_label_type` then fits the labels to a label type.
+
+    `redactor` (data.redact): the texts as it leaves them."""
     table = read_columns(path, [cfg.text_column, cfg.text_pair_column, cfg.label_column], cfg.on_empty, limit)
     if not len(table):
         raise DataError(f"{table.source}: holds no data rows" + (" with every cell filled" if cfg.on_empty == "drop" else ""))
     texts = _texts(table, cfg.text_column, "data.text_column")
     pairs = _texts(table, cfg.text_pair_column, "data.text_pair_column") if cfg.text_pair_column else None
+    if redactor is not None:
+        texts = [redactor(t) for t in texts]
+        pairs = [redactor(t) for t in pairs] if pairs is not None else None
     raw = table.column(cfg.label_column, "data.label_column")
     labels = [parse_label(v) for v in raw]
     missing = [i for i, v in enumerate(labels) if v is None or v == ""]  # [] is a valid multi-label row
@@ -322,23 +328,29 @@ class ClassificationData:
     validation: Examples
     test: Examples | None
     labels: LabelSpace
+    redacted: dict[str, int] = field(default_factory=dict)  # data.redact: placeholders put in, by name
 
 
 def load_classification_data(cfg: ClassificationSection, seed: int) -> ClassificationData:
     """Read and validate every split before anything is trained or written."""
-    train = read_examples(cfg.train, cfg, cfg.max_train_examples)
+    redactor = redactor_for(cfg)
+    train = read_examples(cfg.train, cfg, cfg.max_train_examples, redactor)
+    redacted = log_redacted(redactor, cfg.train)
     label_type, why = infer_label_type(train, cfg)
     log.info("label type %s: %s", label_type, why)
     train = with_label_type(train, label_type, cfg.label_separator)
     space = build_label_space(train, label_type)
     if cfg.validation:
-        validation = with_label_type(read_examples(cfg.validation, cfg, cfg.max_eval_examples), label_type, cfg.label_separator)
+        validation = with_label_type(read_examples(cfg.validation, cfg, cfg.max_eval_examples, redactor), label_type,
+                                     cfg.label_separator)
+        redacted = add_counts(redacted, log_redacted(redactor, cfg.validation))
     else:
         train, validation = split_examples(train, cfg.validation_split, seed, stratify=label_type == "single")
         log.info("no data.validation given: held out %d of the training rows (seed %d)", len(validation.texts), seed)
     check_known_labels(validation, space)
     test = None
     if cfg.test:
-        test = with_label_type(read_examples(cfg.test, cfg, cfg.max_eval_examples), label_type, cfg.label_separator)
+        test = with_label_type(read_examples(cfg.test, cfg, cfg.max_eval_examples, redactor), label_type, cfg.label_separator)
+        redacted = add_counts(redacted, log_redacted(redactor, cfg.test))
         check_known_labels(test, space)
-    return ClassificationData(train, validation, test, space)
+    return ClassificationData(train, validation, test, space, redacted)

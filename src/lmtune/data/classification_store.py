@@ -42,6 +42,7 @@ class CachedData:
     splits: dict[str, CachedSplit]  # train, validation and (when given) test
     fingerprint: str  # of the checked rows: what resume compares
     entry: Entry
+    redacted: dict[str, int]  # data.redact: placeholders put in the rows, by name
 
 
 def load_cached_data(cfg: ClassificationSection, seed: int) -> CachedData:
@@ -53,7 +54,7 @@ def load_cached_data(cfg: ClassificationSection, seed: int) -> CachedData:
     for split in meta["splits"]:
         rows = entry.arrow(split)
         splits[split] = CachedSplit(rows, ArrowColumn(rows, "text"), ArrowColumn(rows, "text_pair") if meta["pairs"] else None)
-    return CachedData(LabelSpace(meta["label_type"], meta["labels"]), splits, meta["fingerprint"], entry)
+    return CachedData(LabelSpace(meta["label_type"], meta["labels"]), splits, meta["fingerprint"], entry, meta.get("redacted", {}))
 
 
 def _features(labels: LabelSpace, pairs: bool) -> Any:
@@ -73,7 +74,7 @@ def _write_rows(folder: Path, data: ClassificationData) -> dict[str, Any]:
         write_arrow(folder / f"{name}.arrow", features, _rows(name, examples, data.labels, digest))
     return {"splits": list(splits), "pairs": pairs, "label_type": data.labels.label_type, "labels": data.labels.names,
             "fingerprint": digest.hexdigest()[:16],
-            "counts": {name: len(e.texts) for name, e in splits.items()}}
+            "counts": {name: len(e.texts) for name, e in splits.items()}, "redacted": data.redacted}
 
 
 def _rows(split: str, examples: Examples, labels: LabelSpace, digest: Any) -> Iterator[dict[str, Any]]:

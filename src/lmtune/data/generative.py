@@ -27,6 +27,7 @@ from pydantic import Field, model_validator
 from lmtune.data.batching import TOKENIZE_CHUNK
 from lmtune.data.chat import check_messages
 from lmtune.data.readers import Table, is_blank, no_column, open_rows, read_table, text_lines
+from lmtune.data.redact import Redactor, add_counts, log_redacted, redactor_for
 from lmtune.errors import ConfigError, DataError
 from lmtune.progress import bar
 from lmtune.schema import CachedDataConfig
@@ -446,40 +447,60 @@ class GenerativeData:
     train: Conversations | list[str] | DocumentStream
     validation: Conversations | list[str] | DocumentStream | None  # None: hold out blocks of the training text (or none)
     test: Conversations | list[str] | DocumentStream | None = None
+    redacted: dict[str, int] = field(default_factory=dict)  # data.redact: placeholders put in the text, by name
 
 
 def load_generative_data(cfg: CausalLMSection, seed: int) -> GenerativeData:
     """Read and check every split before anything is trained or written."""
     fmt = detect_format(cfg.train, cfg.columns, cfg.text_column) if cfg.format == "auto" else cfg.format
+    redactor = redactor_for(cfg)
+    if cfg.streaming and redactor is not None:
+        raise ConfigError("data.redact (and data.redact_patterns) with data.streaming is not supported yet; redact the corpus "
+                          "files beforehand, or set data.streaming: false")
     if fmt == "text":  # documents: validation text, if not given, is held out later as blocks of tokens
+        redacted: dict[str, int] = {}
 
         def documents(path: str, limit: int | None) -> list[str] | DocumentStream:
+            nonlocal redacted
             if cfg.streaming:  # read, checked and tokenized together, into the data cache
                 return DocumentStream(path, cfg.text_column, cfg.on_empty, limit)
             docs = load_documents(path, cfg.text_column, cfg.on_empty)
-            return docs[:limit] if limit else docs
+            docs = docs[:limit] if limit else docs
+            if redactor is not None:
+                docs = [redactor(d) for d in docs]
+                redacted = add_counts(redacted, log_redacted(redactor, path))
+            return docs
 
         return GenerativeData(
             fmt, documents(cfg.train, cfg.max_train_examples),
             documents(cfg.validation, cfg.max_eval_examples) if cfg.validation else None,
             documents(cfg.test, cfg.max_eval_examples) if cfg.test else None,
+            redacted,
         )
     if cfg.streaming:
         raise ConfigError(f"data.streaming reads raw text (data.format text); {cfg.train} holds {fmt} records, which are read "
                           f"into memory: set data.streaming: false")
-    return GenerativeData(fmt, *read_splits(cfg, seed, lambda path: load_conversations(path, fmt, cfg.columns, cfg.on_empty), "example"))
+    splits = read_splits(cfg, seed, lambda path: load_conversations(path, fmt, cfg.columns, cfg.on_empty), "example", redactor)
+    return GenerativeData(fmt, *splits[:3], splits[3])
 
 
 def read_splits(
-    cfg: GenerativeSection, seed: int, read: Callable[[str], Conversations], unit: str
-) -> tuple[Conversations, Conversations | None, Conversations | None]:
+    cfg: GenerativeSection, seed: int, read: Callable[[str], Conversations], unit: str, redactor: Redactor | None = None
+) -> tuple[Conversations, Conversations | None, Conversations | None, dict[str, int]]:
     """Train, validation (given, held out by data.validation_split, or none) and test conversations,
-    cut to data.max_*_examples, with data.system_prompt added where a conversation has none."""
+    cut to data.max_*_examples, with data.system_prompt added where a conversation has none; the
+    text as `redactor` (data.redact) leaves it, and the placeholders it put in, by name."""
+    redacted: dict[str, int] = {}
 
     def one(path: str, limit: int | None) -> Conversations:
+        nonlocal redacted
         conv = read(path)
         if limit:
             conv = conv.take(list(range(min(limit, len(conv)))))
+        if redactor is not None:
+            conv.messages = [[{**m, "content": redactor(m["content"])} for m in ms] for ms in conv.messages]
+            conv.references = [[redactor(r) for r in refs] for refs in conv.references]
+            redacted = add_counts(redacted, log_redacted(redactor, path))
         if cfg.system_prompt:
             conv.messages = [m if m[0]["role"] == "system" else [{"role": "system", "content": cfg.system_prompt}, *m]
                              for m in conv.messages]
@@ -490,7 +511,8 @@ def read_splits(
     if validation is None and cfg.validation_split > 0:
         kept, held = hold_out(len(train), cfg.validation_split, seed, train.source, unit)
         train, validation = train.take(kept), train.take(held)
-    return train, validation, one(cfg.test, cfg.max_eval_examples) if cfg.test else None
+    test = one(cfg.test, cfg.max_eval_examples) if cfg.test else None
+    return train, validation, test, redacted
 
 
 def hold_out(n: int, fraction: float, seed: int, source: str, unit: str) -> tuple[list[int], list[int]]:

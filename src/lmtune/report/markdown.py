@@ -148,6 +148,8 @@ def _setup(run: RunFiles) -> str:
     if cfg.data.test:
         data += f"; test `{cfg.data.test}`"
     rows.append(("Data", data))
+    if r.get("redacted"):
+        rows.append(("Redacted", ", ".join(f"{n:,} {name}" for name, n in r["redacted"].items()) + " replaced by `<NAME>` (data.redact)"))
     schedule = f"{t.epochs} epochs" + (f", at most {t.max_steps} steps" if t.max_steps else "")
     schedule += f"; batch {t.batch_size}" + (f" x {t.gradient_accumulation_steps} accumulated" if t.gradient_accumulation_steps > 1 else "")
     schedule += f"; {t.optimizer}, learning rate {number(t.learning_rate)}"

@@ -36,6 +36,9 @@ class ServeOptions:
     timeout: float = option(60.0, "seconds a request may take, waiting included; longer get 504 (default: %(default)s)")
     max_body_bytes: int = option(1_000_000, "larger request bodies get 413 (default: %(default)s)")
     max_tokens: int = option(1024, "the most new tokens a request may ask for (default: %(default)s)")
+    ssl_certfile: str | None = option(None, "serve HTTPS with this PEM certificate (and --ssl-keyfile)")
+    ssl_keyfile: str | None = option(None, "the private key of --ssl-certfile (PEM, unencrypted)")
+    insecure: bool = option(False, "allow a --host other machines reach without TLS or an API key")
     default_max_tokens: int = 128  # new tokens when a request names none (as `lmtune generate`)
 
     def check(self) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 from lmtune.errors import LmtuneError
 from lmtune.serve.options import ServeOptions
 from lmtune.serve.served import Served
+from lmtune.serve.tls import Listening
 from lmtune.tasks import DEFAULT_TASK
 
 log = logging.getLogger("lmtune")
@@ -31,9 +32,10 @@ def serve(path: str, options: ServeOptions, gguf_file: str | None = None) -> Non
     try:
         served = load_served(path, options, gguf_file)
         app = build_app(served)
+        tls = Listening(options.host, options.ssl_certfile, options.ssl_keyfile)
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                                timeout_graceful_shutdown=int(options.timeout) + 5)
-        print(f"lmtune serve: {served.name} ({served.task}) on http://{options.host}:{options.port} "
+                                timeout_graceful_shutdown=int(options.timeout) + 5, **tls.uvicorn_options())
+        print(f"lmtune serve: {served.name} ({served.task}) on {tls.scheme}://{options.host}:{options.port} "
               f"(docs at /docs); Ctrl-C or SIGTERM stops it", file=sys.stderr, flush=True)
         uvicorn.Server(config).run(sockets=[sock])
     finally:

@@ -48,6 +48,8 @@ def vllm_command(path: str, options: ServeOptions) -> list[str]:
     cmd += ["--host", options.host, "--port", str(options.port)]
     if options.api_key:
         cmd += ["--api-key", options.api_key]
+    if options.ssl_certfile and options.ssl_keyfile:  # vLLM's server takes the same TLS options
+        cmd += ["--ssl-certfile", options.ssl_certfile, "--ssl-keyfile", options.ssl_keyfile]
     return cmd
 
 

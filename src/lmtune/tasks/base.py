@@ -9,6 +9,7 @@ unit count, so that gradient accumulation and several processes weight every uni
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,7 @@ class Splits:
     # What metrics.json counts for the data; None: one example per item. A task whose items are
     # not its examples says so (extractive QA: questions, and their windows beside them).
     counts: dict[str, int] | None = None
+    redacted: dict[str, int] = dataclasses.field(default_factory=dict)  # data.redact: placeholders put in the text, by name
 
     def data_counts(self) -> dict[str, int]:
         """`train_examples` and `validation_examples` (and what more the task counts), for the log and metrics.json."""

@@ -141,7 +141,7 @@ class CausalLMTask:
             rows = pack(stores["train"].pairs(), max_length)
             log.info("packing: %d training examples in %d rows of up to %d tokens", len(train), len(rows), max_length)
             train = PackedRows(rows)
-        return Splits(train, stores.get("validation"), stores.get("test"))
+        return Splits(train, stores.get("validation"), stores.get("test"), redacted=data.redacted)
 
     def _write_tokens(self, folder: Path, tokenizer: Any, max_length: int) -> dict[str, Any]:
         """Each split's token rows into FOLDER/SPLIT.arrow; the meta says which file (and rows of it) each split is."""

@@ -120,7 +120,7 @@ class ClassificationTask:
         stores = tokenize_splits(self.data, tokenizer, max_length, self.cfg.data.num_proc)
         train = stores["train"]
         self._loss = build_loss(self.cfg.train, self.labels, lambda: train.targets)
-        return Splits(train, stores["validation"], stores.get("test"))
+        return Splits(train, stores["validation"], stores.get("test"), redacted=self.data.redacted)
 
     def data_fingerprint(self) -> Any:
         assert self.data is not None

@@ -25,7 +25,7 @@ from lmtune.data.batching import LengthGroupedBatchSampler, PadCollator
 from lmtune.data.qa import ExtractiveQASection, QAData, QAExample, read_qa, split_by_group
 from lmtune.data.qa_windows import WindowStore, encode_windows, window_rows, write_windows
 from lmtune.data.store import data_entry, token_stores, tokenizer_digest
-from lmtune.errors import DataError
+from lmtune.errors import ConfigError, DataError
 from lmtune.eval.evaluate import model_inputs
 from lmtune.eval.qa_spans import Answer, answer_windows, span_losses
 from lmtune.eval.text_metrics import exact_match, qa_metrics, token_f1
@@ -109,6 +109,9 @@ class ExtractiveQATask:
 
     def load_data(self) -> None:
         d = self.cfg.data
+        if d.redact or d.redact_patterns:
+            raise ConfigError("data.redact and data.redact_patterns do not apply to task extractive_qa: replacing text in a "
+                              "context would move the answers' character offsets; redact the files before training")
         train = read_qa(d.train, d).head(d.max_train_examples)
         if d.validation:
             validation = read_qa(d.validation, d).head(d.max_eval_examples)

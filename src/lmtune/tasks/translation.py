@@ -23,6 +23,7 @@ from lmtune.data.batching import TOKENIZE_CHUNK
 from lmtune.data.chat import IGNORE
 from lmtune.data.generative import Conversations, GenerativeData, GenerativeSection, read_splits
 from lmtune.data.readers import read_table
+from lmtune.data.redact import redactor_for
 from lmtune.errors import ConfigError, DataError
 from lmtune.eval.text_metrics import translation_metrics
 from lmtune.models.loading import is_encoder_decoder, load_seq2seq_lm
@@ -99,7 +100,7 @@ class TranslationTask(CausalLMTask):
                                  {"role": "assistant", "content": targets[i]}])
             return Conversations(table.source, messages)
 
-        return GenerativeData("messages", *read_splits(d, self.cfg.train.seed, read, "pair"))
+        return GenerativeData("messages", *read_splits(d, self.cfg.train.seed, read, "pair", redactor_for(d)))
 
     def user_text(self, source: str) -> str:
         d = self.cfg.data

@@ -413,6 +413,8 @@ def finish(run: Run) -> TrainResult:
         "total_parameters": s.total_parameters,
         **s.data_counts,
     }
+    if s.redacted:
+        metrics["redacted"] = s.redacted
     if torch.cuda.is_available():
         metrics["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)  # this process's, on its GPU
     if run.initial is not None:

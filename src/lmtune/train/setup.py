@@ -51,6 +51,7 @@ class Setup:
     val_loader: Iterable[Batch] | None
     test_set: TokenDataset | None
     data_counts: dict[str, int]  # train_examples, validation_examples and what more the task counts (Splits.data_counts)
+    redacted: dict[str, int]  # data.redact: placeholders put in the text, by name (Splits.redacted)
     batches_per_epoch: int  # micro-batches per epoch on this process
     total_steps: int
     max_length: int
@@ -125,7 +126,7 @@ def build_setup(cfg: Config) -> Setup:
     trainable, total = count_parameters(model)
     setup = Setup(
         cfg, task, tokenizer, accelerator, model, accelerator.unwrap_model(model), optimizer, scheduler, train_loader,
-        train_sampler, None, splits.test, splits.data_counts(), batches_per_epoch, total_steps, max_length, fingerprints, trainable, total,
+        train_sampler, None, splits.test, splits.data_counts(), splits.redacted, batches_per_epoch, total_steps, max_length, fingerprints, trainable, total,
     )
     if splits.validation is not None:
         setup.val_loader = setup.eval_loader(splits.validation)

@@ -119,7 +119,7 @@ def copy_trainable(model: torch.nn.Module, layout: str, zero_stage: int) -> dict
         return {n: t.clone() for n, t in trainable_shards(model).items()}
     if zero_stage == 3:
         return zero.read_trainable(model, zero_stage)
-    return trainable_tensors(model)
+    return {n: t.clone() for n, t in trainable_tensors(model).items()}  # on the CPU already, .cpu() copies nothing
 
 
 def put_trainable(model: torch.nn.Module, saved: dict[str, torch.Tensor], layout: str, zero_stage: int,

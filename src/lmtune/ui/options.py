@@ -17,3 +17,6 @@ class UiOptions:
     port: int = option(7860, "port to listen on (default: %(default)s)")
     token: str | None = option(None, "require this token on every page and call (or set LMTUNE_UI_TOKEN); the printed link carries it")
     max_upload_bytes: int = option(100_000_000, "largest data file an upload may send (default: %(default)s)")
+    ssl_certfile: str | None = option(None, "serve HTTPS with this PEM certificate (and --ssl-keyfile)")
+    ssl_keyfile: str | None = option(None, "the private key of --ssl-certfile (PEM, unencrypted)")
+    insecure: bool = option(False, "allow a --host other machines reach without TLS")

@@ -10,6 +10,7 @@ from lmtune.errors import ConfigError
 from lmtune.paths import check_creatable
 from lmtune.serve.options import is_loopback
 from lmtune.serve.server import claim_port
+from lmtune.serve.tls import Listening
 from lmtune.ui.app import build_app
 from lmtune.ui.options import UiOptions
 
@@ -34,6 +35,7 @@ def run_ui(options: UiOptions) -> None:
     sock = claim_port(options.host, options.port)
     app = build_app(options)
     shown_host = "127.0.0.1" if options.host in ("0.0.0.0", "::") else options.host
-    link = f"http://{shown_host}:{sock.getsockname()[1]}/" + (f"?token={options.token}" if options.token else "")
+    tls = Listening(options.host, options.ssl_certfile, options.ssl_keyfile)
+    link = f"{tls.scheme}://{shown_host}:{sock.getsockname()[1]}/" + (f"?token={options.token}" if options.token else "")
     print(f"lmtune ui: workspace {options.workspace.resolve()}\n  open {link}", file=sys.stderr, flush=True)
-    uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
+    uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, **tls.uvicorn_options())).run(sockets=[sock])
