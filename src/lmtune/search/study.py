@@ -93,6 +93,9 @@ def search(config: Config | dict | str | Path, *, workers: int = 1) -> SearchSum
         bad = [p.exitcode for p in procs if p.exitcode]
         stopped_by = sorted({code - 128 for code in bad if code > 128})
         if stopped_by:
+            # Each worker wrote the outputs as it stopped, seeing the other's trial maybe still running: write them
+            # again from the study as every worker left it.
+            write_outputs(optuna.load_study(study_name=base.search.study_name, storage=open_storage(storage)), base, metric)
             raise Interrupted(f"stopped by {signal.Signals(stopped_by[0]).name}: each worker's running trial is recorded as failed; the "
                               f"search's results so far are in {SearchDir(out).trials_file}. Run the same lmtune search command "
                               f"again to add trials to the study", stopped_by[0])
