@@ -245,7 +245,7 @@ def _serve(args: argparse.Namespace) -> int:
     key = args.api_key if args.api_key is not None else os.environ.get("LMTUNE_API_KEY")
     options = ServeOptions(**{**option_values(args, ServeOptions), "api_key": key})
     options.check()
-    check_listening("lmtune serve", args.host, args.ssl_certfile, args.ssl_keyfile, args.insecure, bool(key),
+    check_listening(args.host, args.ssl_certfile, args.ssl_keyfile, args.insecure, bool(key),
                     "an API key (--api-key or LMTUNE_API_KEY)")
     if args.engine == "vllm":
         from lmtune.serve.vllm import launch_vllm
@@ -263,7 +263,7 @@ def _ui(args: argparse.Namespace) -> int:
     if args.max_upload_bytes <= 0:
         raise ConfigError(f"--max-upload-bytes must be positive, not {args.max_upload_bytes}")
     token = resolve_token(args.token, args.host)
-    check_listening("lmtune ui", args.host, args.ssl_certfile, args.ssl_keyfile, args.insecure, bool(token), "a token")
+    check_listening(args.host, args.ssl_certfile, args.ssl_keyfile, args.insecure, bool(token), "a token")
     run_ui(UiOptions(**{**option_values(args, UiOptions), "token": token}, workspace=Path(args.workspace)))
     return 0
 

@@ -12,7 +12,6 @@ import importlib.util
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,18 +22,12 @@ import httpx
 import pytest
 import yaml
 
-from servers import UiServer
+from servers import UiServer, free_port
 from toy import toy_rows, write_csv
 from webapp import run_config
 
 LR = {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}
 PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +44,7 @@ def postgres() -> Iterator[str]:
         user = "postgres" if shutil.which("id") and subprocess.run(["id", "postgres"], capture_output=True).returncode == 0 else "nobody"
         shutil.chown(root, user)
         as_user = ["runuser", "-u", user, "--"]
-    port = _free_port()
+    port = free_port()
     data = root / "data"
     subprocess.run([*as_user, f"{binaries}/initdb", "-D", str(data), "-A", "trust", "-U", "postgres"], check=True, capture_output=True)
     subprocess.run([*as_user, f"{binaries}/pg_ctl", "-D", str(data), "-l", str(root / "log"), "-w", "-t", "60", "start",
@@ -133,7 +126,7 @@ def test_a_storage_out_of_reach_or_without_its_driver_is_a_clear_error(own_works
     from lmtune.errors import ConfigError
     from lmtune.search.storage import open_storage
 
-    config = search_yaml(workspace, "unreachable", f"postgresql://someone:hidden@127.0.0.1:{_free_port()}/db")
+    config = search_yaml(workspace, "unreachable", f"postgresql://someone:hidden@127.0.0.1:{free_port()}/db")
     result = subprocess.run([sys.executable, "-m", "lmtune.cli", "search", str(config), "--quiet"], cwd=workspace,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "Traceback" not in result.stderr

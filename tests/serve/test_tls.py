@@ -119,9 +119,9 @@ def test_a_server_others_can_reach_needs_tls_and_a_key(tls, tmp_path, capsys, ar
 
 def test_insecure_or_tls_with_a_key_may_listen_for_other_machines(tls):
     cert, key = str(tls["cert"]), str(tls["key"])
-    assert check_listening("lmtune serve", "0.0.0.0", None, None, True, False, "an API key").scheme == "http"
-    listening = check_listening("lmtune serve", "0.0.0.0", cert, key, False, True, "an API key")
+    assert check_listening("0.0.0.0", None, None, True, False, "an API key").scheme == "http"
+    listening = check_listening("0.0.0.0", cert, key, False, True, "an API key")
     assert listening.scheme == "https" and listening.uvicorn_options() == {"ssl_certfile": cert, "ssl_keyfile": key}
     with pytest.raises(LmtuneError, match="an API key"):
-        check_listening("lmtune serve", "0.0.0.0", cert, key, False, False, "an API key")
-    assert check_listening("lmtune serve", "127.0.0.1", None, None, False, False, "an API key").scheme == "http"
+        check_listening("0.0.0.0", cert, key, False, False, "an API key")
+    assert check_listening("127.0.0.1", None, None, False, False, "an API key").scheme == "http"

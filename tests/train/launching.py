@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,14 +12,10 @@ from pathlib import Path
 import torch
 import yaml
 
+from servers import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 TOLERANCE = 1e-5  # losses and weights of a launched run against the same run in one plain process
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def launch(cfg: dict, folder: Path, accelerate_config: str, *extra: str, processes: int = 2) -> subprocess.CompletedProcess:

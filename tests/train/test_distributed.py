@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import torch
 import yaml
+from launching import copy_from_checkpoint, losses
 from safetensors.torch import load_file
 
 from conftest import make_config
@@ -41,18 +41,11 @@ def test_two_processes_share_the_batches_and_resume_exactly(tiny_models, toy_dat
     assert proc.stderr.count("trainable") == 1  # one process reports
 
     # Resume a copy of the run from step 20 (mid-epoch: 8 steps per epoch) with two processes again.
-    resumed = tmp_path / "resumed"
-    (resumed / "checkpoints").mkdir(parents=True)
-    for step in {20, json.loads((tmp_path / "run/checkpoints/step-20/state.json").read_text())["best"]["step"]}:
-        shutil.copytree(tmp_path / f"run/checkpoints/step-{step}", resumed / f"checkpoints/step-{step}")
+    resumed = copy_from_checkpoint(tmp_path / "run", 20, tmp_path / "resumed")
     assert {"rng-0.pt", "rng-1.pt"} <= {p.name for p in (resumed / "checkpoints/step-20").iterdir()}
-    shutil.copy(tmp_path / "run/config.yaml", resumed / "config.yaml")
     config_file.write_text(yaml.safe_dump({**cfg, "output": {"dir": str(resumed)}}))
     proc = torchrun(config_file, tmp_path, "--resume")
     assert proc.returncode == 0, proc.stderr[-3000:]
-
-    def losses(run: Path) -> list:
-        return [(r["step"], r["loss"]) for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["type"] == "train"]
 
     assert losses(resumed) == losses(tmp_path / "run")
     a, b = load_file(tmp_path / "run/final/model.safetensors"), load_file(resumed / "final/model.safetensors")

@@ -21,6 +21,7 @@ import os
 from typing import TYPE_CHECKING, Literal
 
 import torch
+from torch import nn
 
 from lmtune.errors import ConfigError
 from lmtune.schema import Config
@@ -148,3 +149,14 @@ def checkpoint_layout(accelerator: Accelerator) -> str:
     if is_sharded(accelerator):
         return "sharded"
     return "zero" if zero.is_deepspeed(accelerator) else "full"
+
+
+def gathered_weights(accelerator: Accelerator, model: nn.Module, unwrapped: nn.Module) -> dict[str, torch.Tensor] | None:
+    """The whole model's tensors, gathered by every process, where none holds them all (FSDP2, ZeRO-3); else None."""
+    from lmtune.train import sharded
+
+    if is_sharded(accelerator):
+        return sharded.full_state_dict(unwrapped)
+    if zero.zero_stage(accelerator) == 3:
+        return zero.full_state_dict(accelerator, model)
+    return None

@@ -32,12 +32,11 @@ from lmtune.run_dir import RunDir, RunStatus, State
 from lmtune.tasks.base import Batch
 from lmtune.train import zero
 from lmtune.train.checkpoint import clean_leftovers
-from lmtune.train.engines import checkpoint_layout
+from lmtune.train.engines import checkpoint_layout, gathered_weights
 from lmtune.train.optim import warmup_steps
 from lmtune.train.output import Plan, RunLog, TrainResult, finished_result, plan_output_dir, prepare_output_dir
 from lmtune.train.resume import check_compatible, find_checkpoint, saved_config
 from lmtune.train.setup import Setup, build_setup
-from lmtune.train.sharded import full_state_dict
 from lmtune.train.signals import StopRequest
 from lmtune.train.state import BestKeeper, read_state, restore_checkpoint, write_checkpoint
 from lmtune.train.step import Progress, Stepper, boundary
@@ -373,16 +372,11 @@ def finish(run: Run) -> TrainResult:
     run.writer.wait()  # the last checkpoint is complete: the best weights may be read back from it
     s.accelerator.wait_for_everyone()  # by every process (the main process writes it, maybe in the background)
     meta = s.task.meta(s.max_length)
-    sharded = checkpoint_layout(s.accelerator) == "sharded"
-    partitioned = sharded or zero.zero_stage(s.accelerator) == 3  # no process holds the whole model
+    partitioned = checkpoint_layout(s.accelerator) == "sharded" or zero.zero_stage(s.accelerator) == 3  # none holds it all
 
     def save(target: Path) -> None:
         """A full model folder, written by the main process (from what every process holds, gathered, under FSDP2 and ZeRO-3)."""
-        tensors = None
-        if sharded:
-            tensors = full_state_dict(s.unwrapped)
-        elif partitioned:
-            tensors = zero.full_state_dict(s.accelerator, s.model)
+        tensors = gathered_weights(s.accelerator, s.model, s.unwrapped)
         if s.main:
             save_model(s.unwrapped, s.tokenizer, meta, target, tensors)
 
