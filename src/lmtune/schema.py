@@ -164,6 +164,16 @@ class TrainConfig(Section):
                            "its fused linear cross-entropy (the output layer and the loss a chunk at a time, never the whole "
                            "logits): less memory and time on CUDA GPUs, for the model types Liger supports (the liger-kernel package)."
     )
+    adversarial: Literal["none", "fgm", "pgd", "freelb"] = Field(
+        "none", description="Adversarial training on the input embeddings, per example inside an L2 ball of radius "
+                            "adversarial_epsilon: fgm (one step of that length), pgd (adversarial_steps projected steps of "
+                            "adversarial_alpha), freelb (adversarial_steps passes whose gradients are averaged). fgm and pgd "
+                            "train on the clean plus the perturbed loss; each costs one forward and backward pass more per step "
+                            "(pgd and freelb: adversarial_steps more). The logged loss is the clean one."
+    )
+    adversarial_epsilon: float = Field(1.0, gt=0, description="Radius of the perturbation, in embedding units, per example.")
+    adversarial_alpha: float = Field(0.3, gt=0, description="pgd, freelb: length of each ascent step.")
+    adversarial_steps: int = Field(3, gt=0, description="pgd: ascent steps; freelb: passes per micro-batch.")
     dataloader_workers: int = Field(0, ge=0, description="Worker processes that collate batches.")
     report_to: list[Literal["tensorboard", "mlflow"]] = Field(
         default_factory=list, description="Also stream the logged scalars to these trackers (their packages must be installed)."
@@ -173,6 +183,13 @@ class TrainConfig(Section):
         json_schema_extra={"shown_default": "$MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db in the working folder"},
     )
     mlflow_experiment: str = Field("lmtune", description="MLflow experiment the run is logged under.")
+
+    @model_validator(mode="after")
+    def _adversarial(self) -> TrainConfig:
+        if self.adversarial != "none" and self.compile:
+            raise ValueError(f"train.adversarial={self.adversarial} and train.compile=true do not go together: the "
+                             f"perturbation is a hook on the input embeddings that a compiled graph would not see change")
+        return self
 
 
 class EvalConfig(Section):

@@ -82,6 +82,12 @@ def check_engine(cfg: Config, engine: Engine) -> None:
                 "uses of them; these processes have no GPU, so there is nothing to offload from. Launch with "
                 "examples/accelerate/fsdp2.yaml (fsdp_offload_params: false)"
             )
+    if engine in ("fsdp", "deepspeed") and cfg.train.adversarial != "none":
+        raise ConfigError(
+            f"train.adversarial={cfg.train.adversarial} cannot run under {'FSDP' if engine == 'fsdp' else 'DeepSpeed'}: it takes several forward "
+            f"and backward passes per micro-batch and gradients of the input embeddings only, which a sharded model "
+            f"does not allow. Launch with examples/accelerate/ddp.yaml (or one process), or set train.adversarial=none"
+        )
     if engine == "deepspeed":
         if importlib.util.find_spec("deepspeed") is None:
             raise ConfigError("the accelerate config asks for DeepSpeed, which is not installed: pip install deepspeed "

@@ -17,6 +17,7 @@ from lmtune.errors import TrainingError
 from lmtune.schema import TrainConfig
 from lmtune.tasks.base import Batch, Task
 from lmtune.train import zero
+from lmtune.train.adversarial import Adversary
 from lmtune.train.checkpoint import restore_rng, rng_state
 
 if TYPE_CHECKING:
@@ -75,6 +76,7 @@ class Stepper:
         self.streak_start: dict[str, Any] | None = None  # the point before the first bad step in a row
         self.updating = False  # inside the optimizer update: the weights may be half changed
         self.engine = model if zero.is_deepspeed(accelerator) else None  # DeepSpeed's engine, which updates itself
+        self.adversary = Adversary(tc, accelerator.unwrap_model(model)) if tc.adversarial != "none" else None
         self.model.train()
 
     def step(self, group: list[Batch], point: dict[str, Any]) -> None:
@@ -151,13 +153,22 @@ class Stepper:
         total = 0.0
         for i, chunk in enumerate(chunks):
             last = i == len(chunks) - 1  # gradients are synchronised across processes once, at the end
-            with contextlib.nullcontext() if last else self.accelerator.no_sync(self.model):
-                loss_sum, _ = self.task.loss(self.model, chunk)
-                loss = loss_sum * scale
-                if self.engine is not None:
-                    zero.backward(self.engine, loss, last)
-                else:
-                    self.accelerator.backward(loss)
+
+            def loss_of(chunk: Batch = chunk) -> torch.Tensor:
+                return self.task.loss(self.model, chunk)[0] * scale
+
+            def sync(final: bool, last: bool = last) -> contextlib.AbstractContextManager[object]:
+                return contextlib.nullcontext() if last and final else self.accelerator.no_sync(self.model)
+
+            if self.adversary is not None:
+                loss = self.adversary.backward(loss_of, chunk.get("attention_mask"), self.accelerator.backward, sync)
+            else:
+                with sync(True):
+                    loss = loss_of()
+                    if self.engine is not None:
+                        zero.backward(self.engine, loss, last)
+                    else:
+                        self.accelerator.backward(loss)
             total += float(loss.detach())
         if processes > 1:  # the mean over every process: the same logged value, and checkpointed, on each
             total = float(self.accelerator.reduce(torch.tensor(total, device=self.accelerator.device), "mean").item())
