@@ -171,3 +171,14 @@ def test_refused_with_compile(tiny_models, toy_data, tmp_path):
     cfg = make_config(tiny_models["bert"], toy_data, tmp_path / "run", train={"adversarial": "fgm", "compile": True})
     with pytest.raises(ConfigError, match="train.adversarial=fgm and train.compile"):
         lmtune.train(cfg, progress=False)
+
+
+@pytest.mark.parametrize(("engine", "name"), [("fsdp", "FSDP"), ("deepspeed", "DeepSpeed")])
+def test_refused_under_sharding_engines(tiny_models, toy_data, tmp_path, monkeypatch, engine, name):
+    from lmtune.config import build_config
+    from lmtune.train.engines import check_engine
+
+    monkeypatch.setenv("FSDP_VERSION", "2")
+    cfg = build_config(make_config(tiny_models["bert"], toy_data, tmp_path / "run", train={"adversarial": "pgd"}))
+    with pytest.raises(ConfigError, match=f"train.adversarial=pgd cannot run under {name}"):
+        check_engine(cfg, engine)
